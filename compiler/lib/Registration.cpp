@@ -1,0 +1,20 @@
+//===- Registration.cpp ---------------------------------------------------===//
+#include "flexmoe/Compiler/Registration.h"
+
+#include "flexmoe/Dialect/Exec/ExecDialect.h"
+#include "flexmoe/Dialect/Moe/MoeDialect.h"
+#include "flexmoe/Dialect/NN/NNDialect.h"
+#include "flexmoe/Passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Transforms/Passes.h"
+
+void flexmoe::registerAllDialects(mlir::DialectRegistry &registry) {
+  registry.insert<mlir::func::FuncDialect, nn::NNDialect, moe::MoeDialect,
+                  exec::ExecDialect>();
+}
+
+void flexmoe::registerAllPasses() {
+  mlir::registerTransformsPasses();
+  registerFlexmoePasses();
+}

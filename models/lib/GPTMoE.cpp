@@ -1,0 +1,1 @@
+//===- GPTMoE.cpp - GPT-MoE model builder (placeholder) --------------------===//

@@ -1,0 +1,89 @@
+//===- Passes.td - flexmoe compiler passes -----------------*- tablegen -*-===//
+//
+// The training pipeline, in order (compiler/Pipelines.cpp):
+//   nn-shape-inference → moe-initial-placement → moe-expand-layers →
+//   build-train-step → spmd-partition → lower-to-exec → exec-buffer-reuse
+// docs/IR.md describes the IR contract between consecutive passes.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FLEXMOE_PASSES
+#define FLEXMOE_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def ShapeInference : Pass<"nn-shape-inference", "mlir::ModuleOp"> {
+  let summary = "Infer static tensor shapes from the function arguments";
+  let description = [{
+    Refines every unranked or partially dynamic tensor result in the model
+    functions to the static type that the op's type inference gives for its
+    operands, and updates the function result types. Fails with a diagnostic
+    at the op whose shape cannot be inferred.
+  }];
+}
+
+def InitialPlacement : Pass<"moe-initial-placement", "mlir::ModuleOp"> {
+  let summary = "Attach an initial #moe.placement to every MoE layer";
+  let description = [{
+    Round-robin expert parallelism by default: expert e lives on device
+    e mod world-size. With `placement-file`, reads the placement of each layer
+    from a JSON file (docs/IR.md gives its format).
+  }];
+  let options = [
+    Option<"worldSize", "world-size", "int64_t", "1", "Number of devices">,
+    Option<"slotsPerDevice", "slots-per-device", "int64_t", "0",
+           "Expert slots per device (0: ceil(experts / world-size))">,
+    Option<"placementFile", "placement-file", "std::string", "\"\"",
+           "JSON file with the placement of each MoE layer">,
+  ];
+}
+
+def ExpandMoeLayers : Pass<"moe-expand-layers", "mlir::ModuleOp"> {
+  let summary = "Expand moe.layer into gate, dispatch, experts and combine";
+}
+
+def BuildTrainStep : Pass<"build-train-step", "mlir::ModuleOp"> {
+  let summary = "Differentiate the model and append the AdamW update";
+  let description = [{
+    Turns `func.func @forward(...) -> tensor<f32>` (the loss) into
+    `func.func @train_step` computing the loss, the gradient of every
+    parameter through the ops' GradientOpInterface rules, and the AdamW
+    update of parameters and fp32 optimizer state.
+  }];
+  let options = [
+    Option<"learningRate", "lr", "double", "1e-3", "AdamW learning rate">,
+    Option<"beta1", "beta1", "double", "0.9", "AdamW beta1">,
+    Option<"beta2", "beta2", "double", "0.999", "AdamW beta2">,
+    Option<"epsilon", "epsilon", "double", "1e-8", "AdamW epsilon">,
+    Option<"weightDecay", "weight-decay", "double", "0.01",
+           "AdamW decoupled weight decay">,
+  ];
+}
+
+def SpmdPartition : Pass<"spmd-partition", "mlir::ModuleOp"> {
+  let summary = "Partition the training step for data and expert parallelism";
+  let description = [{
+    Splits the batch over `world-size` devices, keeps dense parameters
+    replicated with a gradient all-reduce, holds expert parameters in local
+    slots according to each layer's #moe.placement and routes tokens with
+    all-to-all; gradients of replicated experts are summed in replica groups.
+  }];
+  let options = [
+    Option<"worldSize", "world-size", "int64_t", "1", "Number of devices">,
+  ];
+}
+
+def LowerToExec : Pass<"lower-to-exec", "mlir::ModuleOp"> {
+  let summary = "Lower the partitioned training step to the exec dialect";
+}
+
+def BufferReuse : Pass<"exec-buffer-reuse", "mlir::ModuleOp"> {
+  let summary = "Assign arena offsets to exec buffers, reusing dead ones";
+  let description = [{
+    Liveness-based memory planning: activation buffers whose live ranges do
+    not overlap share arena space; persistent buffers (parameters, optimizer
+    state, inputs) keep their own.
+  }];
+}
+
+#endif // FLEXMOE_PASSES

@@ -1,0 +1,2 @@
+//===- Placement.cpp ------------------------------------------------------===//
+#include "runtime/plan/Placement.h"

@@ -1,0 +1,2 @@
+//===- Program.cpp --------------------------------------------------------===//
+#include "runtime/schema/program_generated.h"

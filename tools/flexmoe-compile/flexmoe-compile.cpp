@@ -1,0 +1,2 @@
+//===- flexmoe-compile.cpp - the compile driver (placeholder) -------------===//
+int main() { return 1; }
