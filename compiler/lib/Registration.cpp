@@ -4,6 +4,8 @@
 #include "flexmoe/Dialect/Exec/ExecDialect.h"
 #include "flexmoe/Dialect/Moe/MoeDialect.h"
 #include "flexmoe/Dialect/NN/NNDialect.h"
+#include "flexmoe/Compiler/Pipelines.h"
+#include "flexmoe/Passes/Gradients.h"
 #include "flexmoe/Passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -12,9 +14,11 @@
 void flexmoe::registerAllDialects(mlir::DialectRegistry &registry) {
   registry.insert<mlir::func::FuncDialect, nn::NNDialect, moe::MoeDialect,
                   exec::ExecDialect>();
+  registerGradientRules(registry);
 }
 
 void flexmoe::registerAllPasses() {
   mlir::registerTransformsPasses();
   registerFlexmoePasses();
+  registerPipelines();
 }

@@ -1,0 +1,4 @@
+//===- Pipelines.cpp - named pass pipelines -------------------------------===//
+#include "flexmoe/Compiler/Pipelines.h"
+
+void flexmoe::registerPipelines() {}
