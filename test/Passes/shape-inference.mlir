@@ -92,3 +92,22 @@ func.func @callee(%x: tensor<4x8xf32>) -> tensor<*xf32> {
 // CHECK-LABEL: func.func private @external
 // CHECK-SAME: (tensor<*xf32>) -> tensor<*xf32>
 func.func private @external(tensor<*xf32>) -> tensor<*xf32>
+
+// Ops of other dialects take part through InferTypeOpInterface.
+// CHECK-LABEL: func.func @moe_block
+// CHECK-SAME: -> (tensor<2x8x16xf32>, tensor<f32>)
+func.func @moe_block(%x: tensor<2x8x16xf32>, %wg: tensor<16x4xf32>,
+                     %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>,
+                     %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>)
+    -> (tensor<*xf32>, tensor<*xf32>) {
+  %h = nn.gelu %x : (tensor<2x8x16xf32>) -> tensor<*xf32>
+  // CHECK: %[[Y:.*]], %[[AUX:.*]] = moe.layer
+  // CHECK-SAME: : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>)
+  %y, %aux = moe.layer %h, %wg, %w1, %b1, %w2, %b2
+      {name = "moe1", num_experts = 4 : i64, top_k = 2 : i64, ffn_hidden = 32 : i64,
+       capacity_factor = 0.0 : f32, aux_loss_coef = 0.01 : f32}
+      : (tensor<*xf32>, tensor<16x4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>,
+         tensor<4x32x16xf32>, tensor<4x16xf32>) -> (tensor<*xf32>, tensor<*xf32>)
+  // CHECK: return %[[Y]], %[[AUX]] : tensor<2x8x16xf32>, tensor<f32>
+  return %y, %aux : tensor<*xf32>, tensor<*xf32>
+}
