@@ -52,8 +52,8 @@ int64_t expertCapacity(float factor, int64_t tokens, int64_t topK,
                             static_cast<uint64_t>(divisor));
   }
   // Factors with no short decimal form (or huge products): plain arithmetic.
-  return static_cast<int64_t>(std::ceil(static_cast<double>(factor) * tokens *
-                                        topK / experts));
+  return static_cast<int64_t>(
+      std::ceil(static_cast<double>(factor) * tokens * topK / experts));
 }
 
 /// Marks an expert parameter (an argument of the enclosing function) with
@@ -67,8 +67,7 @@ LogicalResult markExpertParameter(LayerOp layer, Value param, StringRef what) {
            << "expert parameter " << what << " of layer '" << layer.getName()
            << "' must be an argument of the enclosing function";
   unsigned index = arg.getArgNumber();
-  if (auto existing =
-          func.getArgAttrOfType<StringAttr>(index, "moe.layer")) {
+  if (auto existing = func.getArgAttrOfType<StringAttr>(index, "moe.layer")) {
     if (existing.getValue() != layer.getName())
       return layer.emitOpError()
              << "expert parameter " << what << " (argument " << index
@@ -103,11 +102,10 @@ LogicalResult expandLayer(LayerOp layer) {
   int64_t capacity =
       factor == 0.0f ? 0 : expertCapacity(factor, tokens, topK, numExperts);
 
-  for (auto [param, what] :
-       {std::pair<Value, StringRef>{layer.getW1(), "w1"},
-        {layer.getB1(), "b1"},
-        {layer.getW2(), "w2"},
-        {layer.getB2(), "b2"}})
+  for (auto [param, what] : {std::pair<Value, StringRef>{layer.getW1(), "w1"},
+                             {layer.getB1(), "b1"},
+                             {layer.getW2(), "w2"},
+                             {layer.getB2(), "b2"}})
     if (failed(markExpertParameter(layer, param, what)))
       return failure();
 
@@ -124,9 +122,9 @@ LogicalResult expandLayer(LayerOp layer) {
   auto auxLoss =
       b.create<AuxLossOp>(loc, gate.getProbs(), gate.getExpertIds(), layerName,
                           layer.getAuxLossCoefAttr(), placement);
-  auto dispatch = b.create<DispatchOp>(loc, flat, gate.getExpertIds(),
-                                       layerName, layer.getNumExpertsAttr(),
-                                       capacityAttr, placement);
+  auto dispatch =
+      b.create<DispatchOp>(loc, flat, gate.getExpertIds(), layerName,
+                           layer.getNumExpertsAttr(), capacityAttr, placement);
   auto experts = b.create<ExpertsOp>(
       loc, dispatch.getRouted(), dispatch.getCounts(), layer.getW1(),
       layer.getB1(), layer.getW2(), layer.getB2(), layerName,
