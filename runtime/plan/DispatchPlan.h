@@ -119,12 +119,19 @@ StatusOr<DispatchPlan>
 computeDispatchPlan(const Placement &placement, std::span<const int64_t> counts,
                     std::string_view layerName = "unnamed");
 
+/// For computeDispatchPlan's onlyDevice: every device's segments.
+inline constexpr int64_t kAllDevices = -1;
+
 /// The same, writing into `plan` and reusing its storage: a runtime that
 /// re-plans every step keeps one plan per layer and allocates nothing in the
-/// steady state. On error `plan` is left unspecified.
+/// steady state. With onlyDevice = d, only devices[d] gets its `sends` and
+/// `recvs` (every other device's are left empty; all counts, offsets and
+/// summary numbers are still complete): what rank d needs, and W times fewer
+/// segments to write. On error `plan` is left unspecified.
 Status computeDispatchPlan(const Placement &placement,
                            std::span<const int64_t> counts, DispatchPlan &plan,
-                           std::string_view layerName = "unnamed");
+                           std::string_view layerName = "unnamed",
+                           int64_t onlyDevice = kAllDevices);
 
 } // namespace flexmoe::plan
 

@@ -280,6 +280,21 @@ TEST(DispatchPlanProperties, RandomPlacementsAndCounts) {
     for (Vec &devices : reordered.replicas)
       shuffle(rng, devices);
     EXPECT_EQ(*computeDispatchPlan(reordered, counts), *plan);
+
+    // One rank's plan: the same, less the other devices' segments. Computed
+    // into the reused plan first, so the full plan after it must clear them.
+    int64_t only = uniform(rng, 0, placement.worldSize - 1);
+    ASSERT_TRUE(
+        computeDispatchPlan(placement, flatten(counts), reused, "moe1", only)
+            .isOk());
+    DispatchPlan expected = *plan;
+    for (int64_t d = 0; d < placement.worldSize; ++d) {
+      if (d == only)
+        continue;
+      expected.devices[d].sends.clear();
+      expected.devices[d].recvs.clear();
+    }
+    EXPECT_EQ(reused, expected);
     ASSERT_TRUE(computeDispatchPlan(placement, flatten(counts), reused).isOk());
     EXPECT_EQ(reused, *plan);
   }
@@ -336,8 +351,8 @@ void simulate(const Placement &placement, const Rows &counts,
   };
   // The all-to-all: block (src -> dst) moves from send[src] at
   // sendOffsets[dst] to recv[dst] at recvOffsets[src].
-  auto allToAll = [&](const std::vector<Buffer> &in,
-                      std::vector<Buffer> &out, bool combine) {
+  auto allToAll = [&](const std::vector<Buffer> &in, std::vector<Buffer> &out,
+                      bool combine) {
     for (int64_t a = 0; a < W; ++a)
       for (int64_t b = 0; b < W; ++b) {
         // Dispatch: a is the source, b the destination; combine reverses.
@@ -370,8 +385,7 @@ void simulate(const Placement &placement, const Rows &counts,
   allToAll(send, recv, /*combine=*/false);
   for (int64_t dst = 0; dst < W; ++dst)
     for (const Segment &seg : plan.devices[dst].recvs)
-      copy(recv[dst], seg.recvOffset, slotMajor[dst], seg.slotOffset,
-           seg.rows);
+      copy(recv[dst], seg.recvOffset, slotMajor[dst], seg.slotOffset, seg.rows);
 
   // Every row sits in a slot that holds its expert, sources ascending within
   // a slot, and every token arrived exactly once.
@@ -386,8 +400,8 @@ void simulate(const Placement &placement, const Rows &counts,
       for (int64_t row = to.slotOffsets[s];
            row < to.slotOffsets[s] + to.slotCounts[s]; ++row) {
         Token &token = slotMajor[dst][row];
-        ASSERT_GE(token.src, 0) << "row " << row << " of device " << dst
-                                << " was never written";
+        ASSERT_GE(token.src, 0)
+            << "row " << row << " of device " << dst << " was never written";
         EXPECT_EQ(token.expert, slots.slotExpert[dst][s]);
         EXPECT_GE(token.src, lastSrc);
         lastSrc = token.src;

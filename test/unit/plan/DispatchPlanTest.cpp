@@ -228,6 +228,35 @@ TEST(DispatchPlan, ReusedPlanEqualsFreshPlan) {
   EXPECT_EQ(reused, *computeDispatchPlan(big, bigCounts));
 }
 
+TEST(DispatchPlan, OneDevicesSegmentsOnly) {
+  Placement placement = makePlacement(4, 2, {{0}, {1}, {2, 3}, {3}});
+  Vec counts = {3, 1, 6, 0, 0, 2, 5, 1, 1, 0, 2, 2, 2, 1, 0, 3};
+  StatusOr<DispatchPlan> full = computeDispatchPlan(placement, counts);
+  ASSERT_TRUE(full.isOk());
+  DispatchPlan plan;
+  ASSERT_TRUE(computeDispatchPlan(placement, counts, plan, "moe1", 3).isOk());
+  EXPECT_EQ(plan.devices[3], full->devices[3]);
+  for (int64_t d = 0; d < 3; ++d) {
+    EXPECT_TRUE(plan.devices[d].sends.empty()) << d;
+    EXPECT_TRUE(plan.devices[d].recvs.empty()) << d;
+    EXPECT_EQ(plan.devices[d].sendCounts, full->devices[d].sendCounts);
+    EXPECT_EQ(plan.devices[d].slotCounts, full->devices[d].slotCounts);
+  }
+  EXPECT_EQ(plan.load, full->load);
+  EXPECT_EQ(plan.crossDeviceRows, full->crossDeviceRows);
+}
+
+TEST(DispatchPlanErrors, OnlyDeviceOutOfRange) {
+  Placement placement = makePlacement(2, 1, {{0}, {1}});
+  Vec counts = {1, 1, 1, 1};
+  DispatchPlan plan;
+  Status status = computeDispatchPlan(placement, counts, plan, "moe1", 2);
+  ASSERT_FALSE(status.isOk());
+  EXPECT_EQ(status.message(),
+            "device 2 is out of range [0, 2) for the plan of layer 'moe1'");
+  EXPECT_FALSE(computeDispatchPlan(placement, counts, plan, "moe1", -2).isOk());
+}
+
 TEST(DispatchPlanErrors, InvalidPlacement) {
   EXPECT_EQ(errorOf(makePlacement(2, 1, {{0}, {}}), Rows{{1, 1}, {1, 1}}),
             "expert 1 of layer 'moe1' has no replica");
