@@ -462,7 +462,7 @@ TEST(DispatchPlanProperties, EndToEndOnTheWorkedExample) {
   placement.worldSize = 4;
   placement.slotsPerDevice = 2;
   placement.replicas = {{0}, {1}, {2, 3}, {3}};
-  Rows counts = {{3, 1, 6, 0}, {0, 2, 5, 1}, {1, 0, 2, 2}, {2, 1, 0, 3}};
+  Rows counts = {{3, 1, 6, 1}, {0, 2, 5, 1}, {1, 0, 2, 2}, {2, 1, 0, 3}};
   StatusOr<DispatchPlan> plan = computeDispatchPlan(placement, counts);
   ASSERT_TRUE(plan.isOk());
   simulate(placement, counts, *plan);
