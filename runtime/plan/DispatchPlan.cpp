@@ -28,12 +28,9 @@ struct Scratch {
   /// buffer.
   std::vector<int64_t> take, chunkOffset;
   /// Work vectors: the split's remaining quotas and rows left per source,
-  /// replicas numbered so far per expert, positions within the current
+  /// slots filled so far per device, positions within the current
   /// destination's chunk per source.
   std::vector<int64_t> remaining, left, numbered, chunkPos;
-  /// Segments per device as a source and as a destination.
-  std::vector<int64_t> numSends, numRecvs;
-  std::vector<char> holds;
 };
 
 Scratch &scratch() {
@@ -64,29 +61,27 @@ Status validateCounts(const Placement &placement,
 void numberReplicas(const Placement &placement, Scratch &s) {
   const int64_t W = placement.worldSize, S = placement.slotsPerDevice,
                 E = placement.numExperts();
-  s.holds.assign(W * E, 0);
-  s.replicaBegin.assign(E + 1, 0);
-  for (int64_t e = 0; e < E; ++e) {
-    for (int64_t d : placement.replicas[e])
-      s.holds[d * E + e] = 1;
+  s.replicaBegin.resize(E + 1);
+  s.replicaBegin[0] = 0;
+  for (int64_t e = 0; e < E; ++e)
     s.replicaBegin[e + 1] =
         s.replicaBegin[e] + static_cast<int64_t>(placement.replicas[e].size());
-  }
   s.replicaDevice.resize(s.replicaBegin[E]);
   s.replicaExpert.resize(s.replicaBegin[E]);
   s.slotReplica.assign(W * S, -1);
-  s.numbered.assign(E, 0);
-  // Devices in ascending order number each expert's replicas in ascending
-  // device order; experts in ascending id within a device are the slot rule.
-  for (int64_t d = 0; d < W; ++d) {
-    int64_t slot = 0;
-    for (int64_t e = 0; e < E; ++e) {
-      if (!s.holds[d * E + e])
-        continue;
-      int64_t replica = s.replicaBegin[e] + s.numbered[e]++;
-      s.replicaDevice[replica] = d;
-      s.replicaExpert[replica] = e;
-      s.slotReplica[d * S + slot++] = replica;
+  s.numbered.assign(W, 0); // slots filled so far, per device
+  for (int64_t e = 0; e < E; ++e) {
+    int64_t *devices = &s.replicaDevice[s.replicaBegin[e]];
+    std::copy(placement.replicas[e].begin(), placement.replicas[e].end(),
+              devices);
+    if (placement.replicas[e].size() > 1)
+      std::sort(devices, devices + placement.replicas[e].size());
+    // Experts in ascending id fill each device's slots in order: the slot
+    // rule.
+    for (int64_t i = s.replicaBegin[e]; i < s.replicaBegin[e + 1]; ++i) {
+      int64_t d = s.replicaDevice[i];
+      s.replicaExpert[i] = e;
+      s.slotReplica[d * S + s.numbered[d]++] = i;
     }
   }
 }
@@ -103,6 +98,12 @@ void splitTokens(const Placement &placement, std::span<const int64_t> counts,
     const int64_t begin = s.replicaBegin[e];
     const int64_t R = s.replicaBegin[e + 1] - begin;
     int64_t *take = &s.take[begin * W]; // take[r * W + src] for this expert
+    if (R == 1) {
+      // The common case (plain expert parallelism): one replica takes all.
+      for (int64_t src = 0; src < W; ++src)
+        take[src] = counts[src * E + e];
+      continue;
+    }
     int64_t total = 0;
     for (int64_t src = 0; src < W; ++src) {
       s.left[src] = counts[src * E + e];
@@ -191,8 +192,6 @@ Status flexmoe::plan::computeDispatchPlan(const Placement &placement,
 
   // The all-to-all matrix, slot counts, and their prefix sums.
   plan.crossDeviceRows = 0;
-  s.numSends.assign(W, 0);
-  s.numRecvs.assign(W, 0);
   for (int64_t dst = 0; dst < W; ++dst) {
     DevicePlan &to = plan.devices[dst];
     for (int64_t slot = 0; slot < S; ++slot) {
@@ -200,15 +199,13 @@ Status flexmoe::plan::computeDispatchPlan(const Placement &placement,
       if (replica < 0)
         continue;
       const int64_t *take = &s.take[replica * W];
+      int64_t *recvCounts = to.recvCounts.data();
+      int64_t slotRows = 0;
       for (int64_t src = 0; src < W; ++src) {
-        to.recvCounts[src] += take[src];
-        to.slotCounts[slot] += take[src];
-        // Count segments, to reserve exactly what they need below.
-        if (take[src] != 0) {
-          ++s.numRecvs[dst];
-          ++s.numSends[src];
-        }
+        recvCounts[src] += take[src];
+        slotRows += take[src];
       }
+      to.slotCounts[slot] = slotRows;
     }
     for (int64_t src = 0; src < W; ++src) {
       plan.devices[src].sendCounts[dst] = to.recvCounts[src];
@@ -231,10 +228,13 @@ Status flexmoe::plan::computeDispatchPlan(const Placement &placement,
     prefixSums(device.slotCounts, device.slotOffsets);
   }
 
+  // Reserve the most each list can take (a source sends at most one segment
+  // to each replica; a destination gets at most one per slot and source), so
+  // that a fresh plan does not grow its lists step by step.
   for (int64_t d = 0; d < W; ++d) {
     if (onlyDevice == kAllDevices || onlyDevice == d) {
-      plan.devices[d].sends.reserve(s.numSends[d]);
-      plan.devices[d].recvs.reserve(s.numRecvs[d]);
+      plan.devices[d].sends.reserve(s.replicaBegin[E]);
+      plan.devices[d].recvs.reserve(s.numbered[d] * W);
     }
   }
 
