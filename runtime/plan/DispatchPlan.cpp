@@ -293,6 +293,7 @@ Status flexmoe::plan::computeDispatchPlan(const Placement &placement,
                                 static_cast<double>(plan.totalRows);
   return Status::ok();
 }
+
 StatusOr<DispatchPlan>
 flexmoe::plan::computeDispatchPlan(const Placement &placement,
                                    std::span<const int64_t> counts,

@@ -83,6 +83,11 @@ TEST(SlotTable, InvalidPlacementGivesAWellFormedTable) {
   SlotTable table = buildSlotTable(makePlacement(2, 1, {{0, 9}, {0}, {-1, 1}}));
   EXPECT_EQ(table.slotExpert, (Rows{{0}, {2}}));
   EXPECT_EQ(table.slotOf(0, 1), -1);
+
+  SlotTable huge = buildSlotTable(makePlacement(int64_t{1} << 40, -5, {{0}}));
+  EXPECT_EQ(huge.worldSize, kMaxWorldSize);
+  EXPECT_EQ(huge.slotsPerDevice, 0);
+  EXPECT_EQ(huge.slotOf(0, 0), -1);
 }
 
 TEST(ReplicaGroups, OnlyExpertsWithSeveralReplicas) {
