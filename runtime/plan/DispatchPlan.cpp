@@ -152,6 +152,18 @@ void splitTokens(const Placement &placement, std::span<const int64_t> counts,
   }
 }
 
+/// Writes the exclusive prefix sums of `sizes` into `offsets` (same length)
+/// and returns the total.
+int64_t prefixSums(const std::vector<int64_t> &sizes,
+                   std::vector<int64_t> &offsets) {
+  int64_t sum = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    offsets[i] = sum;
+    sum += sizes[i];
+  }
+  return sum;
+}
+
 } // namespace
 
 Status flexmoe::plan::computeDispatchPlan(const Placement &placement,
@@ -214,15 +226,6 @@ Status flexmoe::plan::computeDispatchPlan(const Placement &placement,
     }
   }
   for (DevicePlan &device : plan.devices) {
-    auto prefixSums = [](const std::vector<int64_t> &counts,
-                         std::vector<int64_t> &offsets) {
-      int64_t sum = 0;
-      for (size_t i = 0; i < counts.size(); ++i) {
-        offsets[i] = sum;
-        sum += counts[i];
-      }
-      return sum;
-    };
     device.sendRows = prefixSums(device.sendCounts, device.sendOffsets);
     device.recvRows = prefixSums(device.recvCounts, device.recvOffsets);
     prefixSums(device.slotCounts, device.slotOffsets);

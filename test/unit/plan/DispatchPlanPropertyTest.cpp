@@ -76,8 +76,9 @@ void checkInvariants(const Placement &placement, const Rows &counts,
         EXPECT_LT(std::tie(prev.dst, prev.slot), std::tie(seg.dst, seg.slot));
       }
       EXPECT_EQ(seg.sendOffset, sendPos);
-      if (sentTo[seg.dst] == 0)
+      if (sentTo[seg.dst] == 0) {
         EXPECT_EQ(seg.sendOffset, from.sendOffsets[seg.dst]);
+      }
       EXPECT_EQ(seg.srcOffset, groupPos[seg.expert]);
       sendPos += seg.rows;
       groupPos[seg.expert] += seg.rows;
@@ -122,8 +123,9 @@ void checkInvariants(const Placement &placement, const Rows &counts,
     EXPECT_LE(maxLoad - minLoad, 1) << "expert " << e;
     for (int64_t src = 0; src < W; ++src)
       for (int64_t dst = 0; dst < W; ++dst)
-        if (!holdsReplica(placement, dst, e))
+        if (!holdsReplica(placement, dst, e)) {
           EXPECT_EQ(rowsTo[src][e][dst], 0);
+        }
   }
 
   // Receive side.
@@ -161,8 +163,9 @@ void checkInvariants(const Placement &placement, const Rows &counts,
     for (int64_t src = 0; src < W; ++src)
       EXPECT_EQ(recvPos[src], to.recvOffsets[src] + to.recvCounts[src]);
     for (int64_t s = 0; s < S; ++s)
-      if (slots.slotExpert[dst][s] < 0)
+      if (slots.slotExpert[dst][s] < 0) {
         EXPECT_EQ(to.slotCounts[s], 0);
+      }
     EXPECT_EQ(plan.load[dst], to.recvRows);
     maxLoad = std::max(maxLoad, static_cast<double>(to.recvRows));
     received.insert(received.end(), to.recvs.begin(), to.recvs.end());

@@ -50,8 +50,9 @@ TEST(SlotTable, SlotOfIsTheInverseOfSlotExpert) {
   for (int64_t d = 0; d < 3; ++d) {
     for (int64_t s = 0; s < 3; ++s) {
       int64_t e = table.slotExpert[d][s];
-      if (e >= 0)
+      if (e >= 0) {
         EXPECT_EQ(table.slotOf(d, e), s);
+      }
     }
     for (int64_t e = 0; e < 5; ++e) {
       int64_t s = table.slotOf(d, e);
@@ -59,8 +60,9 @@ TEST(SlotTable, SlotOfIsTheInverseOfSlotExpert) {
       for (int64_t r : placement.replicas[e])
         holds |= r == d;
       EXPECT_EQ(s >= 0, holds) << "device " << d << " expert " << e;
-      if (s >= 0)
+      if (s >= 0) {
         EXPECT_EQ(table.slotExpert[d][s], e);
+      }
     }
   }
 }
@@ -140,8 +142,9 @@ TEST(SlotTable, SlotRuleOnRandomPlacements) {
       expected.resize(placement.slotsPerDevice, -1);
       ASSERT_EQ(table.slotExpert[d], expected) << "device " << d;
       for (int64_t s = 0; s < placement.slotsPerDevice; ++s)
-        if (expected[s] >= 0)
+        if (expected[s] >= 0) {
           EXPECT_EQ(table.slotOf(d, expected[s]), s);
+        }
     }
   }
 }
