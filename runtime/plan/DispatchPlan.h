@@ -8,6 +8,9 @@
 // Every rank computes the same plan from the same all-gathered counts. See
 // docs/dispatch-plan.md for the rules and a worked example.
 //
+// Thread-safe: calls on different threads share no state (the working tables
+// are per thread).
+//
 //===----------------------------------------------------------------------===//
 #ifndef FLEXMOE_RUNTIME_PLAN_DISPATCHPLAN_H
 #define FLEXMOE_RUNTIME_PLAN_DISPATCHPLAN_H
