@@ -1,0 +1,23 @@
+//===- Blas.h - row-major GEMM on the CPU for float and double ---*- C++ -*-===//
+//
+// One entry point for the kernels' matrix products, so that float (training)
+// and double (gradient checks) share the kernels' code.
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLEXMOE_RUNTIME_BACKENDS_CPU_KERNELS_BLAS_H
+#define FLEXMOE_RUNTIME_BACKENDS_CPU_KERNELS_BLAS_H
+
+#include <cstdint>
+
+namespace flexmoe::cpu {
+
+/// C[m,n] = alpha · op(A)[m,k] · op(B)[k,n] + beta · C, all row-major with
+/// leading dimensions lda, ldb, ldc; op transposes when the flag is set.
+template <typename T>
+void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha,
+          const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c,
+          int64_t ldc);
+
+} // namespace flexmoe::cpu
+
+#endif // FLEXMOE_RUNTIME_BACKENDS_CPU_KERNELS_BLAS_H
