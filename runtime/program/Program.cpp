@@ -1,6 +1,7 @@
 //===- Program.cpp - loading and verifying .fmoe programs -----------------===//
 #include "runtime/program/Program.h"
 #include "runtime/program/OpInfo.h"
+#include "runtime/plan/SlotTable.h"
 
 #include <cmath>
 #include <fstream>
@@ -174,12 +175,13 @@ private:
     if (placement.numExperts() != layer.num_experts())
       return errorf("placement has ", placement.numExperts(),
                     " experts but the layer has ", layer.num_experts());
-    FLEXMOE_RETURN_IF_ERROR(validatePlacementLocal(placement));
+    FLEXMOE_RETURN_IF_ERROR(
+        plan::validatePlacement(placement, str(layer.name())));
 
-    // The tables must be exactly what the slot rule gives for the placement:
-    // the runtime re-plans from the placement and must agree with the
-    // compiler about the initial state. Sizes first: the table's length is
-    // bounded by the file, slots_per_device is not.
+    // The tables must be exactly what the plan library derives from the
+    // placement: the runtime re-plans from the placement and must agree with
+    // the compiler about the initial state. Sizes first: the table's length
+    // is bounded by the file, slots_per_device is not.
     const auto *table = layer.slot_table();
     uint64_t numSlots = static_cast<uint64_t>(placement.worldSize) *
                         static_cast<uint64_t>(placement.slotsPerDevice);
@@ -187,68 +189,37 @@ private:
       return errorf("slot table has ", table ? table->size() : 0,
                     " entries, expected world_size x slots_per_device = ",
                     numSlots);
-    std::vector<int64_t> slots = slotTableLocal(placement);
-    for (size_t i = 0; i < slots.size(); ++i)
-      if (table->Get(i) != slots[i])
-        return errorf("slot ", i % placement.slotsPerDevice, " of device ",
-                      i / placement.slotsPerDevice, " holds expert ",
-                      table->Get(i), " but the placement puts expert ",
-                      slots[i], " there");
-    const auto *groups = layer.replica_groups();
-    if (!groups ||
-        groups->size() != static_cast<uint32_t>(placement.numExperts()))
-      return errorf("has ", groups ? groups->size() : 0,
-                    " replica groups, expected one per expert (",
-                    placement.numExperts(), ")");
-    for (uint32_t e = 0; e < groups->size(); ++e) {
-      const fb::ReplicaGroup *group = groups->Get(e);
-      const std::vector<int64_t> &devices = placement.replicas[e];
-      bool same = group && group->expert() == static_cast<int32_t>(e) &&
-                  group->devices() && group->devices()->size() == devices.size();
-      for (size_t i = 0; same && i < devices.size(); ++i)
-        same = group->devices()->Get(i) == devices[i];
-      if (!same)
-        return errorf("replica group ", e,
-                      " does not list the replicas of expert ", e,
-                      " in the placement");
-    }
-    return Status::ok();
-  }
-
-  // TODO(plan): switch to plan::validatePlacement / plan::buildSlotTable once
-  // the plan library lands; these follow docs/IR.md word for word.
-  static Status validatePlacementLocal(const plan::Placement &placement) {
-    if (placement.slotsPerDevice < 1)
-      return errorf("slots_per_device ", placement.slotsPerDevice,
-                    " must be at least 1");
-    std::vector<int64_t> used(placement.worldSize, 0);
-    for (int64_t e = 0; e < placement.numExperts(); ++e) {
-      const auto &devices = placement.replicas[e];
-      if (devices.empty())
-        return errorf("expert ", e, " has no replica");
-      std::set<int64_t> seen;
-      for (int64_t d : devices) {
-        if (d < 0 || d >= placement.worldSize)
-          return errorf("expert ", e, " has a replica on device ", d,
-                        ", outside [0, ", placement.worldSize, ")");
-        if (!seen.insert(d).second)
-          return errorf("expert ", e, " has two replicas on device ", d);
-        if (++used[d] > placement.slotsPerDevice)
-          return errorf("device ", d, " holds more than ",
-                        placement.slotsPerDevice, " expert replicas");
+    plan::SlotTable slots = plan::buildSlotTable(placement);
+    for (int64_t d = 0; d < placement.worldSize; ++d)
+      for (int64_t s = 0; s < placement.slotsPerDevice; ++s) {
+        int32_t stored = table->Get(d * placement.slotsPerDevice + s);
+        if (stored != slots.slotExpert[d][s])
+          return errorf("slot ", s, " of device ", d, " holds expert ",
+                        stored, " but the placement puts expert ",
+                        slots.slotExpert[d][s], " there");
       }
+    std::vector<plan::ReplicaGroup> groups =
+        plan::buildReplicaGroups(placement);
+    const auto *stored = layer.replica_groups();
+    uint32_t numStored = stored ? stored->size() : 0;
+    if (numStored != groups.size())
+      return errorf("has ", numStored, " replica groups but the placement has ",
+                    groups.size(), " replicated experts");
+    for (uint32_t g = 0; g < numStored; ++g) {
+      const fb::ReplicaGroup *group = stored->Get(g);
+      const plan::ReplicaGroup &expected = groups[g];
+      bool same = group && group->expert() == expected.expert &&
+                  group->devices() && group->slots() &&
+                  group->devices()->size() == expected.members.size() &&
+                  group->slots()->size() == expected.members.size();
+      for (size_t i = 0; same && i < expected.members.size(); ++i)
+        same = group->devices()->Get(i) == expected.members[i].device &&
+               group->slots()->Get(i) == expected.members[i].slot;
+      if (!same)
+        return errorf("replica group ", g, " does not match the replicas of "
+                      "expert ", expected.expert, " in the placement");
     }
     return Status::ok();
-  }
-
-  static std::vector<int64_t> slotTableLocal(const plan::Placement &placement) {
-    std::vector<int64_t> table(placement.worldSize * placement.slotsPerDevice,
-                               -1);
-    std::vector<int64_t> next(placement.worldSize, 0);
-    for (int64_t e = 0; e < placement.numExperts(); ++e)
-      for (int64_t d : placement.replicas[e])
-        table[d * placement.slotsPerDevice + next[d]++] = e;
-    return table;
   }
 
   Status checkBuffers() {

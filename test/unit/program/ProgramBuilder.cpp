@@ -1,5 +1,6 @@
 //===- ProgramBuilder.cpp - small programs for the loader tests -----------===//
 #include "ProgramBuilder.h"
+#include "runtime/plan/SlotTable.h"
 
 #include <cassert>
 
@@ -29,13 +30,21 @@ void ProgramDesc::layout() {
   arenaSize = offset;
 }
 
+static plan::Placement toPlan(const MoeLayerDesc &layer) {
+  plan::Placement placement;
+  placement.worldSize = layer.worldSize;
+  placement.slotsPerDevice = layer.slotsPerDevice;
+  for (const auto &devices : layer.replicas)
+    placement.replicas.emplace_back(devices.begin(), devices.end());
+  return placement;
+}
+
 static std::vector<int32_t> slotRule(const MoeLayerDesc &layer) {
-  std::vector<int32_t> table(layer.worldSize * layer.slotsPerDevice, -1);
-  std::vector<int32_t> next(layer.worldSize, 0);
-  for (size_t e = 0; e < layer.replicas.size(); ++e)
-    for (int32_t d : layer.replicas[e])
-      table[d * layer.slotsPerDevice + next[d]++] = static_cast<int32_t>(e);
-  return table;
+  plan::SlotTable table = plan::buildSlotTable(toPlan(layer));
+  std::vector<int32_t> flat;
+  for (const auto &slots : table.slotExpert)
+    flat.insert(flat.end(), slots.begin(), slots.end());
+  return flat;
 }
 
 std::vector<uint8_t> flexmoe::testing::serialize(const ProgramDesc &desc) {
@@ -53,10 +62,16 @@ std::vector<uint8_t> flexmoe::testing::serialize(const ProgramDesc &desc) {
   for (const MoeLayerDesc &l : desc.layers) {
     std::vector<flatbuffers::Offset<fb::ExpertReplicas>> replicas;
     std::vector<flatbuffers::Offset<fb::ReplicaGroup>> groups;
-    for (size_t e = 0; e < l.replicas.size(); ++e) {
-      replicas.push_back(fb::CreateExpertReplicasDirect(b, &l.replicas[e]));
+    for (const auto &devices : l.replicas)
+      replicas.push_back(fb::CreateExpertReplicasDirect(b, &devices));
+    for (const plan::ReplicaGroup &group : plan::buildReplicaGroups(toPlan(l))) {
+      std::vector<int32_t> devices, slots;
+      for (const plan::ReplicaMember &member : group.members) {
+        devices.push_back(static_cast<int32_t>(member.device));
+        slots.push_back(static_cast<int32_t>(member.slot));
+      }
       groups.push_back(fb::CreateReplicaGroupDirect(
-          b, static_cast<int32_t>(e), &l.replicas[e]));
+          b, static_cast<int32_t>(group.expert), &devices, &slots));
     }
     flatbuffers::Offset<fb::Placement> placement;
     if (!l.omitPlacement)

@@ -316,16 +316,16 @@ TEST(ProgramVerifier, ChecksUnknownOpcodes) {
 TEST(ProgramVerifier, ChecksPlacements) {
   ProgramDesc desc = tinyMoeProgram();
   desc.layers[0].replicas[3] = {};
-  EXPECT_REJECTED(desc, "MoE layer 0 ('moe1'): expert 3 has no replica");
+  EXPECT_REJECTED(desc, "MoE layer 0 ('moe1'): expert 3 of layer 'moe1' has no replica");
 
   desc = tinyMoeProgram();
   desc.layers[0].replicas[3] = {2};
   desc.layers[0].slotTable = {0, 2, -1, 1, 3, -1};
-  EXPECT_REJECTED(desc, "expert 3 has a replica on device 2, outside [0, 2)");
+  EXPECT_REJECTED(desc, "device 2 of expert 3 in layer 'moe1' is out of range [0, 2)");
 
   desc = tinyMoeProgram();
   desc.layers[0].replicas = {{0}, {0}, {0, 1}, {0}};
-  EXPECT_REJECTED(desc, "device 0 holds more than 3 expert replicas");
+  EXPECT_REJECTED(desc, "device 0 holds 4 experts of layer 'moe1' but has 3 slots");
 
   desc = tinyMoeProgram();
   desc.layers[0].numExperts = 5;
@@ -354,7 +354,8 @@ TEST(ProgramVerifier, ChecksPlanTables) {
 
   desc = tinyMoeProgram();
   desc.layers[0].omitReplicaGroups = true;
-  EXPECT_REJECTED(desc, "has 0 replica groups, expected one per expert (4)");
+  EXPECT_REJECTED(desc, "has 0 replica groups but the placement has 1 "
+                        "replicated experts");
 }
 
 TEST(ProgramVerifier, ChecksLossAndUpdates) {
