@@ -16,8 +16,11 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/SmallSet.h"
+#include "llvm/Support/MathExtras.h"
 
+#include <charconv>
 #include <cmath>
+#include <string>
 
 using namespace mlir;
 using namespace flexmoe::nn;
@@ -27,6 +30,16 @@ namespace {
 constexpr int64_t kDynamic = ShapedType::kDynamic;
 
 bool isDynamic(int64_t dim) { return ShapedType::isDynamic(dim); }
+
+/// The shortest decimal that reads back as `value` ("0.1", "-0.5", "1e-08"),
+/// for messages about float attributes.
+std::string formatFloat(float value) {
+  if (std::isnan(value))
+    return "NaN";
+  char buffer[32];
+  auto [end, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return ec == std::errc() ? std::string(buffer, end) : std::string("?");
+}
 
 /// Both static and different.
 bool conflict(int64_t a, int64_t b) {
@@ -494,7 +507,8 @@ static Type featureVectorType(Type x, Type gamma) {
 
 static LogicalResult checkEpsilon(const Checker &c, float epsilon) {
   if (!(epsilon > 0.0f) || !std::isfinite(epsilon))
-    return c.fail("epsilon must be a positive number, got ", epsilon);
+    return c.fail("epsilon must be a positive number, got ",
+                  formatFloat(epsilon));
   return success();
 }
 
@@ -851,7 +865,8 @@ LogicalResult ScaleOp::inferReturnTypes(MLIRContext *,
 
 LogicalResult ScaleOp::verify() {
   if (!std::isfinite(getFactor()))
-    return emitOpError("factor must be finite, got ") << getFactor();
+    return emitOpError("factor must be finite, got ")
+           << formatFloat(getFactor());
   return success();
 }
 
@@ -918,6 +933,20 @@ NN_COMPATIBLE_RETURN_TYPES(ReduceSumOp)
 // ReshapeOp
 //===----------------------------------------------------------------------===//
 
+/// The element count of a static shape, or nullopt if it does not fit in 64
+/// bits (ShapedType::getNumElements would overflow).
+static std::optional<uint64_t> elementCount(ArrayRef<int64_t> shape) {
+  uint64_t count = 1;
+  for (int64_t dim : shape) {
+    bool overflow = false;
+    count =
+        llvm::SaturatingMultiply(count, static_cast<uint64_t>(dim), &overflow);
+    if (overflow || count > static_cast<uint64_t>(INT64_MAX))
+      return std::nullopt;
+  }
+  return count;
+}
+
 LogicalResult ReshapeOp::verify() {
   auto x = cast<TensorType>(getX().getType());
   auto result = cast<TensorType>(getType());
@@ -925,11 +954,17 @@ LogicalResult ReshapeOp::verify() {
     return emitOpError("result element type ")
            << result.getElementType() << " differs from the element type "
            << x.getElementType() << " of x";
-  if (x.hasStaticShape() && result.hasStaticShape() &&
-      x.getNumElements() != result.getNumElements())
+  if (!x.hasStaticShape() || !result.hasStaticShape())
+    return success();
+  std::optional<uint64_t> from = elementCount(x.getShape());
+  std::optional<uint64_t> to = elementCount(result.getShape());
+  if (!from || !to)
+    return emitOpError("element count of ")
+           << (from ? result : x) << " does not fit in 64 bits";
+  if (*from != *to)
     return emitOpError("cannot reshape ")
-           << x << " (" << x.getNumElements() << " elements) into " << result
-           << " (" << result.getNumElements() << " elements)";
+           << x << " (" << *from << " elements) into " << result << " (" << *to
+           << " elements)";
   return success();
 }
 
@@ -1046,7 +1081,7 @@ LogicalResult DropoutOp::verify() {
   float rate = getRate();
   // Written so that NaN fails too.
   if (!(rate >= 0.0f && rate < 1.0f))
-    return emitOpError("rate must be in [0, 1), got ") << rate;
+    return emitOpError("rate must be in [0, 1), got ") << formatFloat(rate);
   return success();
 }
 
@@ -1165,17 +1200,20 @@ LogicalResult AdamWOp::inferReturnTypes(MLIRContext *,
 LogicalResult AdamWOp::verify() {
   auto inUnitInterval = [](float f) { return f >= 0.0f && f < 1.0f; };
   if (!(getLr() >= 0.0f) || !std::isfinite(getLr()))
-    return emitOpError("lr must be a non-negative number, got ") << getLr();
+    return emitOpError("lr must be a non-negative number, got ")
+           << formatFloat(getLr());
   if (!inUnitInterval(getBeta1()))
-    return emitOpError("beta1 must be in [0, 1), got ") << getBeta1();
+    return emitOpError("beta1 must be in [0, 1), got ")
+           << formatFloat(getBeta1());
   if (!inUnitInterval(getBeta2()))
-    return emitOpError("beta2 must be in [0, 1), got ") << getBeta2();
+    return emitOpError("beta2 must be in [0, 1), got ")
+           << formatFloat(getBeta2());
   if (!(getEpsilon() > 0.0f) || !std::isfinite(getEpsilon()))
     return emitOpError("epsilon must be a positive number, got ")
-           << getEpsilon();
+           << formatFloat(getEpsilon());
   if (!(getWeightDecay() >= 0.0f) || !std::isfinite(getWeightDecay()))
     return emitOpError("weight_decay must be a non-negative number, got ")
-           << getWeightDecay();
+           << formatFloat(getWeightDecay());
   SmallVector<Type> inferred;
   return adamWShape(Checker(*this), getParam().getType(), getGrad().getType(),
                     getM().getType(), getV().getType(), inferred);
