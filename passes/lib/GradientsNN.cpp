@@ -87,10 +87,9 @@ LogicalResult matmulGradient(MatmulOp op, OpBuilder &b, ArrayRef<Value> dys,
   auto lhsType = cast<RankedTensorType>(lhs.getType());
   auto rhsType = cast<RankedTensorType>(rhs.getType());
   auto dyType = cast<RankedTensorType>(dy.getType());
-  if (rhsType.getRank() > lhsType.getRank())
-    return op.emitOpError("gradient: only the rhs may be broadcast (rhs of "
-                          "rank ")
-           << rhsType.getRank() << " with lhs of rank " << lhsType.getRank();
+  // The verifier guarantees equal batch dimensions or a 2-D rhs.
+  assert((rhsType.getRank() == lhsType.getRank() || rhsType.getRank() == 2) &&
+         "matmul rhs must be 2-D or have the rank of lhs");
 
   Value dlhs;
   if (!transposeLhs) {
