@@ -76,6 +76,8 @@ LogicalResult verifyForward(func::FuncOp forward) {
 /// (nn.param, statically shaped float tensors).
 FailureOr<ArgumentRoles> classifyArguments(func::FuncOp forward) {
   ArgumentRoles roles;
+  // The optimizer state refers to its parameter by name.
+  llvm::StringMap<unsigned> paramIndex;
   for (BlockArgument arg : forward.getArguments()) {
     unsigned index = arg.getArgNumber();
     bool isInput = forward.getArgAttr(index, kInputAttr) != nullptr;
@@ -95,6 +97,11 @@ FailureOr<ArgumentRoles> classifyArguments(func::FuncOp forward) {
              << "parameter '" << paramName.getValue()
              << "' must be a statically shaped float tensor, not "
              << arg.getType();
+    auto [it, inserted] = paramIndex.try_emplace(paramName.getValue(), index);
+    if (!inserted)
+      return emitError(arg.getLoc())
+             << "parameter name '" << paramName.getValue()
+             << "' is used by arguments #" << it->second << " and #" << index;
     roles.params.push_back(index);
   }
   return roles;

@@ -128,3 +128,20 @@ func.func @forward(%x: tensor<?x8xf32> {nn.input = "x"},
   %loss = nn.reduce_sum %h {dims = array<i64: 0, 1>} : (tensor<?x8xf32>) -> tensor<f32>
   return %loss : tensor<f32>
 }
+
+// -----
+
+func.func @forward(%a: tensor<f32> {nn.param = "w"}, %x: tensor<f32> {nn.input = "x"},
+                   // expected-error @+1 {{parameter name 'w' is used by arguments #0 and #2}}
+                   %b: tensor<f32> {nn.param = "w"}) -> tensor<f32> {
+  return %a : tensor<f32>
+}
+
+// -----
+
+// expected-error @+1 {{@forward must have a single block}}
+func.func @forward(%w: tensor<f32> {nn.param = "w"}) -> tensor<f32> {
+  return %w : tensor<f32>
+^unreachable:
+  return %w : tensor<f32>
+}
