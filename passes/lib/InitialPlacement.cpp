@@ -129,8 +129,9 @@ struct InitialPlacementPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     MLIRContext *context = &getContext();
-    if (worldSize < 1) {
-      module.emitError() << "world-size must be at least 1, got "
+    if (worldSize < 1 || worldSize > PlacementAttr::kMaxWorldSize) {
+      module.emitError() << "world-size must be in [1, "
+                         << PlacementAttr::kMaxWorldSize << "], got "
                          << worldSize.getValue();
       return signalPassFailure();
     }

@@ -35,12 +35,14 @@ PlacementAttr::verifyRules(function_ref<InFlightDiagnostic()> emitError,
     ofLayer = (" of layer '" + layerName + "'").str();
     inLayer = (" in layer '" + layerName + "'").str();
   }
-  if (worldSize < 1)
+  if (worldSize < 1 || worldSize > kMaxWorldSize)
     return emitError() << "placement" << ofLayer << " has world_size "
-                       << worldSize << "; it must be at least 1";
-  if (slotsPerDevice < 1)
+                       << worldSize << "; it must be in [1, " << kMaxWorldSize
+                       << "]";
+  if (slotsPerDevice < 1 || slotsPerDevice > kMaxSlotsPerDevice)
     return emitError() << "placement" << ofLayer << " has slots_per_device "
-                       << slotsPerDevice << "; it must be at least 1";
+                       << slotsPerDevice << "; it must be in [1, "
+                       << kMaxSlotsPerDevice << "]";
   if (replicas.empty())
     return emitError() << "placement" << ofLayer << " has no experts";
 
