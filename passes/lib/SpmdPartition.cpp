@@ -231,9 +231,8 @@ private:
   }
 
   bool hasChangedOperand(Operation *op) const {
-    return llvm::any_of(op->getOperands(), [&](Value v) {
-      return originalTypes.contains(v);
-    });
+    return llvm::any_of(op->getOperands(),
+                        [&](Value v) { return originalTypes.contains(v); });
   }
 
   /// The type a value had in the Stage 4 program.
@@ -264,7 +263,8 @@ private:
         if (other == use.get() || !originalTypes.contains(other))
           continue;
         auto otherType = cast<ShapedType>(originalType(other));
-        if (otherType.hasRank() && otherType.getShape() == fillType.getShape()) {
+        if (otherType.hasRank() &&
+            otherType.getShape() == fillType.getShape()) {
           sibling = other;
           break;
         }
@@ -284,8 +284,8 @@ private:
       }
       kind = FillKind::Sharded;
       auto shape = cast<ShapedType>(sibling.getType()).getShape();
-      retype(fill.getResult(), RankedTensorType::get(
-                                   shape, fillType.getElementType()));
+      retype(fill.getResult(),
+             RankedTensorType::get(shape, fillType.getElementType()));
     }
     return success();
   }
@@ -350,7 +350,8 @@ private:
               return failure();
             }
           }
-          for (auto [result, type] : llvm::zip_equal(op->getResults(), inferred))
+          for (auto [result, type] :
+               llvm::zip_equal(op->getResults(), inferred))
             retype(result, type);
           return verify(op, /*verifyRecursively=*/false);
         })))
@@ -382,8 +383,9 @@ private:
   // --- Expert parallelism ----------------------------------------------===//
 
   SmallVector<NamedAttribute> layerAttrs(StringAttr layer) {
-    return {builder.getNamedAttr(kLayerAttr, layer),
-            builder.getNamedAttr(kPlacementAttr, layers.lookup(layer).placement)};
+    return {
+        builder.getNamedAttr(kLayerAttr, layer),
+        builder.getNamedAttr(kPlacementAttr, layers.lookup(layer).placement)};
   }
 
   /// The rows this device's slots receive, and the slot counts, for
@@ -402,8 +404,8 @@ private:
         {placement.getSlotsPerDevice()},
         cast<ShapedType>(counts.getType()).getElementType());
     SmallVector<NamedAttribute> attrs = layerAttrs(layer);
-    attrs.push_back(builder.getNamedAttr("direction",
-                                         builder.getStringAttr("dispatch")));
+    attrs.push_back(
+        builder.getNamedAttr("direction", builder.getStringAttr("dispatch")));
     builder.setInsertionPoint(before);
     auto a2a = builder.create<moe::AllToAllOp>(
         before->getLoc(), TypeRange{rowsType.clone(recvShape), slotCountsType},
@@ -447,9 +449,8 @@ private:
 
   LogicalResult partitionExperts(moe::ExpertsOp op) {
     StringAttr layer = op.getLayerAttr();
-    if (failed(checkLocalWeights(op, {op.getW1(), op.getB1(), op.getW2(),
-                                      op.getB2()},
-                                 layer)))
+    if (failed(checkLocalWeights(
+            op, {op.getW1(), op.getB1(), op.getW2(), op.getB2()}, layer)))
       return failure();
     Value rows = op.getRouted(), counts = op.getCounts();
     Type rowsType = rows.getType(), countsType = counts.getType();
@@ -465,9 +466,8 @@ private:
 
   LogicalResult partitionExpertsGrad(moe::ExpertsGradOp op) {
     StringAttr layer = op.getLayerAttr();
-    if (failed(checkLocalWeights(op, {op.getW1(), op.getB1(), op.getW2(),
-                                      op.getB2()},
-                                 layer)))
+    if (failed(checkLocalWeights(
+            op, {op.getW1(), op.getB1(), op.getW2(), op.getB2()}, layer)))
       return failure();
     Value rows = op.getRouted(), counts = op.getCounts();
     Type rowsType = rows.getType(), countsType = counts.getType();
@@ -494,10 +494,9 @@ private:
     llvm::MapVector<StringAttr, SmallVector<nn::AdamWOp>> expertUpdates;
     for (auto update : func.getBody().front().getOps<nn::AdamWOp>()) {
       auto arg = dyn_cast<BlockArgument>(update.getParam());
-      StringAttr layer =
-          arg ? func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
-                                                  kExpertLayerArgAttr)
-              : StringAttr();
+      StringAttr layer = arg ? func.getArgAttrOfType<StringAttr>(
+                                   arg.getArgNumber(), kExpertLayerArgAttr)
+                             : StringAttr();
       if (layer) {
         expertUpdates[layer].push_back(update);
         continue;
@@ -600,8 +599,7 @@ private:
   DenseMap<std::pair<Value, Value>, std::pair<Value, Value>> dispatched;
 };
 
-struct SpmdPartitionPass
-    : flexmoe::impl::SpmdPartitionBase<SpmdPartitionPass> {
+struct SpmdPartitionPass : flexmoe::impl::SpmdPartitionBase<SpmdPartitionPass> {
   using SpmdPartitionBase::SpmdPartitionBase;
 
   void runOnOperation() override {
@@ -637,9 +635,9 @@ struct SpmdPartitionPass
     }
     if (failed(Partitioner(func, worldSize).run()))
       return signalPassFailure();
-    module->setAttr(kWorldSizeAttr,
-                    IntegerAttr::get(IntegerType::get(&getContext(), 64),
-                                     worldSize));
+    module->setAttr(
+        kWorldSizeAttr,
+        IntegerAttr::get(IntegerType::get(&getContext(), 64), worldSize));
   }
 };
 
