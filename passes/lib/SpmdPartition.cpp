@@ -82,7 +82,7 @@ public:
         worldSize(worldSize) {}
 
   LogicalResult run() {
-    if (failed(checkNotPartitioned()) || failed(collectLayers()) ||
+    if (failed(checkStage4()) || failed(collectLayers()) ||
         failed(splitInputs()) || failed(localizeExpertArguments()) ||
         failed(propagate()) || failed(synchronizeGradients()) ||
         failed(updateSignature()))
@@ -93,11 +93,19 @@ public:
 private:
   // --- Analysis --------------------------------------------------------===//
 
-  LogicalResult checkNotPartitioned() {
+  /// The input must be a Stage 4 step: MoE layers expanded, no collectives.
+  LogicalResult checkStage4() {
     WalkResult walk = func.walk([&](Operation *op) {
       if (isa<moe::AllToAllOp, moe::AllReduceOp, moe::ReplicaGradSyncOp>(op)) {
         op->emitError("@train_step is already partitioned: it contains '")
             << op->getName() << "'";
+        return WalkResult::interrupt();
+      }
+      if (auto layer = dyn_cast<moe::LayerOp>(op)) {
+        layer.emitError("moe.layer '")
+            << layer.getName()
+            << "' must be expanded before spmd-partition; run "
+               "moe-expand-layers first";
         return WalkResult::interrupt();
       }
       return WalkResult::advance();
@@ -415,9 +423,10 @@ private:
     return result;
   }
 
-  /// Sends `slotRows` back to the devices the tokens came from and makes them
-  /// replace every use of `slotRows`; the rows come back as `originalRows`
-  /// (expert-grouped, like the moe.dispatch output) with `countsType` counts.
+  /// Sends `slotRows` back to the devices the tokens came from, in their
+  /// expert-grouped order (`rowsType`, like the moe.dispatch output, with
+  /// per-expert counts of `countsType`), and uses that for every use of
+  /// `slotRows`.
   void combineFromSlots(Value slotRows, Value slotCounts, Type rowsType,
                         Type countsType, StringAttr layer) {
     SmallVector<NamedAttribute> attrs = layerAttrs(layer);

@@ -157,6 +157,20 @@ func.func @train_step(%tokens: tensor<8x4xi32> {nn.input = "tokens"}, %g: tensor
 
 // -----
 
+func.func @train_step(%x: tensor<2x8x16xf32> {nn.input = "tokens"}, %wg: tensor<16x4xf32> {nn.param = "gate"},
+                      %w1: tensor<4x16x32xf32> {nn.param = "w1"}, %b1: tensor<4x32xf32> {nn.param = "b1"},
+                      %w2: tensor<4x32x16xf32> {nn.param = "w2"}, %b2: tensor<4x16xf32> {nn.param = "b2"}) -> tensor<2x8x16xf32> {
+  // expected-error@+1 {{moe.layer 'moe1' must be expanded before spmd-partition; run moe-expand-layers first}}
+  %y, %aux = moe.layer %x, %wg, %w1, %b1, %w2, %b2
+      {name = "moe1", num_experts = 4 : i64, top_k = 2 : i64, ffn_hidden = 32 : i64,
+       capacity_factor = 0.0 : f32, aux_loss_coef = 0.01 : f32}
+      : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>)
+      -> (tensor<2x8x16xf32>, tensor<f32>)
+  return %y : tensor<2x8x16xf32>
+}
+
+// -----
+
 // expected-error@+1 {{after partitioning, result #0 has type 'tensor<8x4xf32>' but updates input 'images' of type 'tensor<2x4xf32>'}}
 func.func @train_step(%images: tensor<8x4xf32> {nn.input = "images"}, %p: tensor<8x4xf32> {nn.param = "p"})
     -> (tensor<8x4xf32> {nn.updates = 0 : i64}) {
