@@ -2,7 +2,9 @@
 #ifndef FLEXMOE_DIALECT_MOE_MOEOPS_H
 #define FLEXMOE_DIALECT_MOE_MOEOPS_H
 
+#include "flexmoe/Dialect/Moe/MoeAttrs.h"
 #include "flexmoe/Dialect/Moe/MoeDialect.h"
+#include "mlir/Bytecode/BytecodeOpInterface.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpDefinition.h"
 #include "mlir/IR/OpImplementation.h"
