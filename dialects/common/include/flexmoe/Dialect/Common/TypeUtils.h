@@ -13,6 +13,16 @@ namespace flexmoe {
 /// intermediate shapes are not yet inferred (tensor<*xf32>) still verifies.
 bool areCompatibleTensorTypes(mlir::TypeRange inferred, mlir::TypeRange actual);
 
+/// The most specific type that both `lhs` and `rhs` describe: ranked if either
+/// is, each dimension static if either has it static. Non-tensor types must be
+/// equal. Returns a null type when the two are incompatible (different element
+/// types, ranks or static sizes).
+mlir::Type meetTensorTypes(mlir::Type lhs, mlir::Type rhs);
+
+/// True for a ranked tensor type whose dimensions are all static, and for any
+/// non-tensor type (which has no shape to infer).
+bool hasStaticTensorShape(mlir::Type type);
+
 } // namespace flexmoe
 
 #endif // FLEXMOE_DIALECT_COMMON_TYPEUTILS_H

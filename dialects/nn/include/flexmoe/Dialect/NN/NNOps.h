@@ -3,6 +3,7 @@
 #define FLEXMOE_DIALECT_NN_NNOPS_H
 
 #include "flexmoe/Dialect/NN/NNDialect.h"
+#include "mlir/Bytecode/BytecodeOpInterface.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpDefinition.h"
 #include "mlir/IR/OpImplementation.h"
