@@ -155,18 +155,6 @@ private:
   Value addParam(const llvm::Twine &name, ArrayRef<int64_t> shape, Init init,
                  double std = 0.0);
 
-  /// Creates `OpTy` through its generated type-inferring builder.
-  template <typename OpTy>
-  Operation *create(Location loc, ValueRange operands,
-                    ArrayRef<NamedAttribute> attrs = {}) {
-    return b.create<OpTy>(loc, operands, attrs).getOperation();
-  }
-  template <typename OpTy>
-  Value create1(Location loc, ValueRange operands,
-                ArrayRef<NamedAttribute> attrs = {}) {
-    return create<OpTy>(loc, operands, attrs)->getResult(0);
-  }
-
   Value layerNorm(const std::string &prefix, Value x);
   Value linear(const std::string &prefix, Value x, int64_t in, int64_t out,
                bool bias, double std);
@@ -219,28 +207,24 @@ Value GPTMoEBuilder::addParam(const llvm::Twine &name, ArrayRef<int64_t> shape,
 Value GPTMoEBuilder::layerNorm(const std::string &prefix, Value x) {
   Value gamma = addParam(prefix + ".gamma", {config.dModel}, Init::Ones);
   Value beta = addParam(prefix + ".beta", {config.dModel}, Init::Zeros);
-  return create1<nn::LayerNormOp>(
-      loc(prefix), {x, gamma, beta},
-      {b.getNamedAttr("epsilon", b.getF32FloatAttr(1e-5f))});
+  return b.create<nn::LayerNormOp>(loc(prefix), x, gamma, beta,
+                                   /*epsilon=*/1e-5f);
 }
 
 Value GPTMoEBuilder::linear(const std::string &prefix, Value x, int64_t in,
                             int64_t out, bool bias, double std) {
-  SmallVector<Value, 3> operands = {
-      x, addParam(prefix + ".weight", {in, out}, Init::Normal, std)};
-  if (bias)
-    operands.push_back(addParam(prefix + ".bias", {out}, Init::Zeros));
-  return create1<nn::LinearOp>(loc(prefix), operands);
+  Value weight = addParam(prefix + ".weight", {in, out}, Init::Normal, std);
+  Value biasValue =
+      bias ? addParam(prefix + ".bias", {out}, Init::Zeros) : Value();
+  return b.create<nn::LinearOp>(loc(prefix), x, weight, biasValue);
 }
 
 Value GPTMoEBuilder::dropout(const llvm::Twine &where, Value x) {
   if (config.dropout == 0.0)
     return x;
   // A distinct seed per site so that the masks are independent.
-  return create1<nn::DropoutOp>(
-      loc(where), {x},
-      {b.getNamedAttr("rate", b.getF32FloatAttr(config.dropout)),
-       b.getNamedAttr("seed", b.getI64IntegerAttr(nextDropoutSeed++))});
+  return b.create<nn::DropoutOp>(
+      loc(where), x, static_cast<float>(config.dropout), nextDropoutSeed++);
 }
 
 Value GPTMoEBuilder::attentionBlock(const std::string &prefix, Value x) {
@@ -253,21 +237,19 @@ Value GPTMoEBuilder::attentionBlock(const std::string &prefix, Value x) {
   Value q = linear(prefix + ".attn.q", h, d, d, /*bias=*/true, 0.02);
   Value k = linear(prefix + ".attn.k", h, d, d, /*bias=*/true, 0.02);
   Value v = linear(prefix + ".attn.v", h, d, d, /*bias=*/true, 0.02);
-  Value a = create1<nn::AttentionOp>(
-      loc(prefix + ".attn"), {q, k, v},
-      {b.getNamedAttr("num_heads", b.getI64IntegerAttr(config.numHeads)),
-       b.getNamedAttr("causal", b.getBoolAttr(true)),
-       b.getNamedAttr("window", b.getI64IntegerAttr(0))});
+  Value a = b.create<nn::AttentionOp>(loc(prefix + ".attn"), q, k, v,
+                                      config.numHeads, /*causal=*/true,
+                                      /*window=*/0);
   Value o = linear(prefix + ".attn.o", a, d, d, /*bias=*/true, residualStd);
   o = dropout(prefix + ".attn.dropout", o);
-  return create1<nn::AddOp>(loc(prefix + ".attn.residual"), {x, o});
+  return b.create<nn::AddOp>(loc(prefix + ".attn.residual"), x, o);
 }
 
 Value GPTMoEBuilder::denseFFN(const std::string &prefix, Value h) {
   double residualStd = 0.02 / std::sqrt(2.0 * config.numLayers);
   Value f = linear(prefix + ".mlp.fc1", h, config.dModel, config.ffnHidden,
                    /*bias=*/true, 0.02);
-  f = create1<nn::GeluOp>(loc(prefix + ".mlp.gelu"), {f});
+  f = b.create<nn::GeluOp>(loc(prefix + ".mlp.gelu"), f);
   return linear(prefix + ".mlp.fc2", f, config.ffnHidden, config.dModel,
                 /*bias=*/true, residualStd);
 }
@@ -282,18 +264,15 @@ Value GPTMoEBuilder::moeFFN(const std::string &prefix, int64_t block, Value h,
   Value b1 = addParam(p + ".b1", {e, hid}, Init::Zeros);
   Value w2 = addParam(p + ".w2", {e, hid, d}, Init::Normal, residualStd);
   Value b2 = addParam(p + ".b2", {e, d}, Init::Zeros);
-  Operation *layer = create<moe::LayerOp>(
-      loc(p), {h, gate, w1, b1, w2, b2},
-      {b.getNamedAttr("name", b.getStringAttr(llvm::formatv("moe{0}", block))),
-       b.getNamedAttr("num_experts", b.getI64IntegerAttr(e)),
-       b.getNamedAttr("top_k", b.getI64IntegerAttr(config.topK)),
-       b.getNamedAttr("ffn_hidden", b.getI64IntegerAttr(hid)),
-       b.getNamedAttr("capacity_factor",
-                      b.getF32FloatAttr(config.capacityFactor)),
-       b.getNamedAttr("aux_loss_coef", b.getF32FloatAttr(config.auxLossCoef)),
-       b.getNamedAttr("activation", b.getStringAttr("gelu"))});
-  auxLosses.push_back(layer->getResult(1));
-  return layer->getResult(0);
+  auto layer = b.create<moe::LayerOp>(
+      loc(p), h, gate, w1, b1, w2, b2,
+      /*name=*/llvm::formatv("moe{0}", block).str(), /*num_experts=*/e,
+      /*top_k=*/config.topK, /*ffn_hidden=*/hid,
+      /*capacity_factor=*/llvm::APFloat(float(config.capacityFactor)),
+      /*aux_loss_coef=*/llvm::APFloat(float(config.auxLossCoef)),
+      /*activation=*/"gelu", /*placement=*/nullptr);
+  auxLosses.push_back(layer.getAuxLoss());
+  return layer.getY();
 }
 
 OwningOpRef<ModuleOp> GPTMoEBuilder::build() {
@@ -318,9 +297,9 @@ OwningOpRef<ModuleOp> GPTMoEBuilder::build() {
 
   Value wte = addParam("wte", {config.vocabSize, d}, Init::Normal, 0.02);
   Value wpe = addParam("wpe", {seq, d}, Init::Normal, 0.02);
-  Value x = create1<nn::EmbeddingOp>(loc("wte"), {tokens, wte});
+  Value x = b.create<nn::EmbeddingOp>(loc("wte"), tokens, wte);
   // [B,S,D] + [S,D]: the positions broadcast over the batch.
-  x = create1<nn::AddOp>(loc("wpe"), {x, wpe});
+  x = b.create<nn::AddOp>(loc("wpe"), x, wpe);
   x = dropout("embedding.dropout", x);
 
   SmallVector<Value> auxLosses;
@@ -331,17 +310,16 @@ OwningOpRef<ModuleOp> GPTMoEBuilder::build() {
     Value y = config.isMoeLayer(i) ? moeFFN(prefix, i, h, auxLosses)
                                    : denseFFN(prefix, h);
     y = dropout(prefix + ".ffn.dropout", y);
-    x = create1<nn::AddOp>(loc(prefix + ".ffn.residual"), {x, y});
+    x = b.create<nn::AddOp>(loc(prefix + ".ffn.residual"), x, y);
   }
 
   x = layerNorm("lnf", x);
   Value logits =
       linear("lm_head", x, d, config.vocabSize, /*bias=*/false, 0.02);
-  Value loss = create1<nn::CrossEntropyOp>(
-      loc("loss"), {logits, labels},
-      {b.getNamedAttr("ignore_index", b.getI64IntegerAttr(-100))});
+  Value loss = b.create<nn::CrossEntropyOp>(loc("loss"), logits, labels,
+                                            /*ignore_index=*/-100);
   for (Value aux : auxLosses)
-    loss = create1<nn::AddOp>(loc("loss.aux"), {loss, aux});
+    loss = b.create<nn::AddOp>(loc("loss.aux"), loss, aux);
   b.create<func::ReturnOp>(loc("loss"), loss);
 
   if (failed(verify(*module)))
