@@ -17,7 +17,9 @@
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/SmallSet.h"
 
+#include <charconv>
 #include <cmath>
+#include <string>
 
 using namespace mlir;
 using namespace flexmoe::nn;
@@ -27,6 +29,16 @@ namespace {
 constexpr int64_t kDynamic = ShapedType::kDynamic;
 
 bool isDynamic(int64_t dim) { return ShapedType::isDynamic(dim); }
+
+/// The shortest decimal that reads back as `value` ("0.1", "-0.5", "1e-08"),
+/// for messages about float attributes.
+std::string formatFloat(float value) {
+  if (std::isnan(value))
+    return "NaN";
+  char buffer[32];
+  auto [end, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return ec == std::errc() ? std::string(buffer, end) : std::string("?");
+}
 
 /// Both static and different.
 bool conflict(int64_t a, int64_t b) {
@@ -494,7 +506,8 @@ static Type featureVectorType(Type x, Type gamma) {
 
 static LogicalResult checkEpsilon(const Checker &c, float epsilon) {
   if (!(epsilon > 0.0f) || !std::isfinite(epsilon))
-    return c.fail("epsilon must be a positive number, got ", epsilon);
+    return c.fail("epsilon must be a positive number, got ",
+                  formatFloat(epsilon));
   return success();
 }
 
@@ -851,7 +864,8 @@ LogicalResult ScaleOp::inferReturnTypes(MLIRContext *,
 
 LogicalResult ScaleOp::verify() {
   if (!std::isfinite(getFactor()))
-    return emitOpError("factor must be finite, got ") << getFactor();
+    return emitOpError("factor must be finite, got ")
+           << formatFloat(getFactor());
   return success();
 }
 
@@ -1046,7 +1060,7 @@ LogicalResult DropoutOp::verify() {
   float rate = getRate();
   // Written so that NaN fails too.
   if (!(rate >= 0.0f && rate < 1.0f))
-    return emitOpError("rate must be in [0, 1), got ") << rate;
+    return emitOpError("rate must be in [0, 1), got ") << formatFloat(rate);
   return success();
 }
 
@@ -1165,17 +1179,20 @@ LogicalResult AdamWOp::inferReturnTypes(MLIRContext *,
 LogicalResult AdamWOp::verify() {
   auto inUnitInterval = [](float f) { return f >= 0.0f && f < 1.0f; };
   if (!(getLr() >= 0.0f) || !std::isfinite(getLr()))
-    return emitOpError("lr must be a non-negative number, got ") << getLr();
+    return emitOpError("lr must be a non-negative number, got ")
+           << formatFloat(getLr());
   if (!inUnitInterval(getBeta1()))
-    return emitOpError("beta1 must be in [0, 1), got ") << getBeta1();
+    return emitOpError("beta1 must be in [0, 1), got ")
+           << formatFloat(getBeta1());
   if (!inUnitInterval(getBeta2()))
-    return emitOpError("beta2 must be in [0, 1), got ") << getBeta2();
+    return emitOpError("beta2 must be in [0, 1), got ")
+           << formatFloat(getBeta2());
   if (!(getEpsilon() > 0.0f) || !std::isfinite(getEpsilon()))
     return emitOpError("epsilon must be a positive number, got ")
-           << getEpsilon();
+           << formatFloat(getEpsilon());
   if (!(getWeightDecay() >= 0.0f) || !std::isfinite(getWeightDecay()))
     return emitOpError("weight_decay must be a non-negative number, got ")
-           << getWeightDecay();
+           << formatFloat(getWeightDecay());
   SmallVector<Type> inferred;
   return adamWShape(Checker(*this), getParam().getType(), getGrad().getType(),
                     getM().getType(), getV().getType(), inferred);

@@ -173,3 +173,39 @@ func.func @unranked(%x: tensor<8x32x64xf32>, %w: tensor<64x128xf32>, %u: tensor<
   %r = nn.reshape %s : (tensor<*xf32>) -> tensor<*xf32>
   return %r : tensor<*xf32>
 }
+
+// Every op verifies with unranked operands (shape checks that need a rank are
+// skipped until nn-shape-inference refines them).
+// CHECK-LABEL: func.func @all_unranked
+func.func @all_unranked(%u: tensor<*xf32>, %ids: tensor<*xi32>) {
+  // CHECK-COUNT-2: nn.embedding
+  %0 = nn.embedding %ids, %u : (tensor<*xi32>, tensor<*xf32>) -> tensor<*xf32>
+  %1 = nn.embedding %ids, %u : (tensor<*xi32>, tensor<*xf32>) -> tensor<8x32x64xf32>
+  %2 = nn.embedding_grad %ids, %u {vocab_size = 256 : i64} : (tensor<*xi32>, tensor<*xf32>) -> tensor<256x?xf32>
+  %3 = nn.linear %u, %u, %u : (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>) -> tensor<*xf32>
+  %4:2 = nn.linear_grad %u, %u, %u : (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>) -> (tensor<*xf32>, tensor<*xf32>)
+  %5 = nn.matmul %u, %u {transpose_lhs = true} : (tensor<*xf32>, tensor<*xf32>) -> tensor<*xf32>
+  %6 = nn.layer_norm %u, %u, %u : (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>) -> tensor<*xf32>
+  %7:3 = nn.layer_norm_grad %u, %u, %u : (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>) -> (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>)
+  %8 = nn.gelu %u : (tensor<*xf32>) -> tensor<*xf32>
+  %9 = nn.gelu_grad %u, %u : (tensor<*xf32>, tensor<*xf32>) -> tensor<*xf32>
+  %10 = nn.softmax %u {axis = 5 : i64} : (tensor<*xf32>) -> tensor<*xf32>
+  %11 = nn.softmax_grad %u, %u : (tensor<*xf32>, tensor<*xf32>) -> tensor<*xf32>
+  %12 = nn.attention %u, %u, %u {num_heads = 3 : i64} : (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>) -> tensor<*xf32>
+  %13:3 = nn.attention_grad %u, %u, %u, %u {num_heads = 3 : i64} : (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>, tensor<*xf32>) -> (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>)
+  %14 = nn.add %u, %u : (tensor<*xf32>, tensor<*xf32>) -> tensor<*xf32>
+  %15 = nn.mul %u, %u : (tensor<*xf32>, tensor<*xf32>) -> tensor<4x4xf32>
+  %16 = nn.scale %u {factor = 3.0 : f32} : (tensor<*xf32>) -> tensor<*xf32>
+  %17 = nn.reduce_sum %u {dims = array<i64: 4, -1>} : (tensor<*xf32>) -> tensor<*xf32>
+  %18 = nn.reshape %u : (tensor<*xf32>) -> tensor<2x3xf32>
+  %19 = nn.transpose %u {permutation = array<i64: 2, 0, 1>} : (tensor<*xf32>) -> tensor<*xf32>
+  %20 = nn.roll %u {shifts = array<i64: 1>, dims = array<i64: 7>} : (tensor<*xf32>) -> tensor<*xf32>
+  %21 = nn.dropout %u {rate = 0.5 : f32, seed = 1 : i64} : (tensor<*xf32>) -> tensor<*xf32>
+  %22 = nn.cross_entropy %u, %ids : (tensor<*xf32>, tensor<*xi32>) -> tensor<*xf32>
+  %23 = nn.cross_entropy_grad %u, %ids, %u : (tensor<*xf32>, tensor<*xi32>, tensor<*xf32>) -> tensor<*xf32>
+  %24 = nn.fill {value = 0.0 : f32} : () -> tensor<*xf32>
+  %25:3 = nn.adamw %u, %u, %u, %u {lr = 1.0e-3 : f32, beta1 = 0.9 : f32, beta2 = 0.999 : f32, epsilon = 1.0e-8 : f32, weight_decay = 0.0 : f32}
+      : (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>, tensor<*xf32>) -> (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>)
+  // CHECK: nn.adamw
+  return
+}
