@@ -26,8 +26,15 @@ def InitialPlacement : Pass<"moe-initial-placement", "mlir::ModuleOp"> {
   let summary = "Attach an initial #moe.placement to every MoE layer";
   let description = [{
     Round-robin expert parallelism by default: expert e lives on device
-    e mod world-size. With `placement-file`, reads the placement of each layer
-    from a JSON file (docs/IR.md gives its format).
+    e mod world-size, one replica each, with ceil(experts / world-size) slots
+    per device unless `slots-per-device` says otherwise. With
+    `placement-file`, reads the placement of each layer from a JSON file
+    (docs/IR.md gives its format); its world_size must agree with
+    `world-size` when that is given, and every layer needs an entry.
+
+    The placement goes on every `moe.layer` and on every already-expanded
+    moe op carrying the same `layer` name, replacing any placement there.
+    Sets the module attribute `flexmoe.world_size`.
   }];
   let options = [
     Option<"worldSize", "world-size", "int64_t", "1", "Number of devices">,
@@ -40,6 +47,17 @@ def InitialPlacement : Pass<"moe-initial-placement", "mlir::ModuleOp"> {
 
 def ExpandMoeLayers : Pass<"moe-expand-layers", "mlir::ModuleOp"> {
   let summary = "Expand moe.layer into gate, dispatch, experts and combine";
+  let description = [{
+    Replaces each statically shaped `moe.layer` by `nn.reshape` [B,S,D] to
+    [T,D], `moe.gate`, `moe.aux_loss` (scaled by `aux_loss_coef`),
+    `moe.dispatch` (capacity ceil(capacity_factor * T * top_k / E), or 0 when
+    dropless), `moe.experts`, `moe.combine` and `nn.reshape` back. Every
+    expanded op carries the layer's name as `layer` and its `placement`. The
+    expert parameters (w1 b1 w2 b2), which must be arguments of the enclosing
+    function, get the argument attribute `moe.layer = "<name>"`.
+  }];
+  let dependentDialects = ["::flexmoe::nn::NNDialect",
+                           "::flexmoe::moe::MoeDialect"];
 }
 
 def BuildTrainStep : Pass<"build-train-step", "mlir::ModuleOp"> {
