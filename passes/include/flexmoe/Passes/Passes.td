@@ -66,7 +66,30 @@ def BuildTrainStep : Pass<"build-train-step", "mlir::ModuleOp"> {
     Turns `func.func @forward(...) -> tensor<f32>` (the loss) into
     `func.func @train_step` computing the loss, the gradient of every
     parameter through the ops' GradientOpInterface rules, and the AdamW
-    update of parameters and fp32 optimizer state.
+    update of parameters and fp32 optimizer state (docs/IR.md, Stage 4).
+
+    Arguments of `@train_step`: the inputs (`nn.input`) and the parameters
+    (`nn.param`), each in `@forward`'s order, then the AdamW first moments
+    and second moments, one per parameter (`nn.opt_state = "adam_m"` or
+    `"adam_v"`, `nn.state_of = "<param>"`, and the parameter's `moe.layer`).
+    Results: the loss (`nn.output = "loss"`), then the new parameters,
+    moments m and moments v, each with `nn.updates = <argument index>`.
+
+    The reverse sweep visits the ops that lie between a parameter and the
+    loss in reverse order, seeds the loss gradient with `nn.fill 1.0` and
+    sums the gradients of a value with several uses with `nn.add`; integer
+    values get no gradient. It fails at an op on that path that has no
+    gradient rule. A parameter that does not affect the loss gets a zero
+    gradient and a warning. Unused ops are erased.
+
+    ```mlir
+    func.func @train_step(%x: tensor<4x8xf32> {nn.input = "x"},
+                          %w: tensor<8x2xf32> {nn.param = "w"},
+                          %m: tensor<8x2xf32> {nn.opt_state = "adam_m", nn.state_of = "w"},
+                          %v: tensor<8x2xf32> {nn.opt_state = "adam_v", nn.state_of = "w"})
+        -> (tensor<f32> {nn.output = "loss"}, tensor<8x2xf32> {nn.updates = 1 : i64},
+            tensor<8x2xf32> {nn.updates = 2 : i64}, tensor<8x2xf32> {nn.updates = 3 : i64})
+    ```
   }];
   let options = [
     Option<"learningRate", "lr", "double", "1e-3", "AdamW learning rate">,
