@@ -18,6 +18,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/WithColor.h"
 
 #include <cmath>
 
@@ -30,6 +31,39 @@ constexpr llvm::StringLiteral kModelAttr = "flexmoe.model";
 
 llvm::Error makeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+/// Prints diagnostics on a model built from a preset, which has no source
+/// file: ops carry the name of the model part they belong to (NameLoc), so
+/// an error reads "gpt-moe-tiny:h1.moe: error: ...".
+LogicalResult printModelDiagnostic(llvm::StringRef model, Diagnostic &diag) {
+  auto print = [&](Diagnostic &d) {
+    std::string prefix = model.str();
+    if (auto name = d.getLocation()->findInstanceOf<NameLoc>()) {
+      if (name.getName() != model)
+        prefix += ":" + name.getName().str();
+    } else if (!isa<UnknownLoc>(d.getLocation()))
+      llvm::raw_string_ostream(prefix) << ":" << d.getLocation();
+    switch (d.getSeverity()) {
+    case DiagnosticSeverity::Error:
+      llvm::WithColor::error(llvm::errs(), prefix);
+      break;
+    case DiagnosticSeverity::Warning:
+      llvm::WithColor::warning(llvm::errs(), prefix);
+      break;
+    case DiagnosticSeverity::Note:
+      llvm::WithColor::note(llvm::errs(), prefix);
+      break;
+    case DiagnosticSeverity::Remark:
+      llvm::WithColor::remark(llvm::errs(), prefix);
+      break;
+    }
+    llvm::errs() << d.str() << "\n";
+  };
+  print(diag);
+  for (Diagnostic &note : diag.getNotes())
+    print(note);
+  return success();
 }
 
 /// Emits `error` as a diagnostic at an unknown location (the driver's
@@ -251,24 +285,31 @@ LogicalResult flexmoe::runCompileDriver(MLIRContext &context,
   if (llvm::Error error = validateCompileOptions(options))
     return emitOptionsError(context, std::move(error));
 
+  std::unique_ptr<llvm::MemoryBuffer> input;
+  if (!options.inputFile.empty()) {
+    std::string errorMessage;
+    input = openInputFile(options.inputFile, &errorMessage);
+    if (!input)
+      return emitError(UnknownLoc::get(&context)) << errorMessage;
+  }
+
   // Diagnostics from the parser and from every pass refer to the input
   // buffer; the handler prints them as file:line:col with the source line.
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler diagnosticHandler(sourceMgr, &context);
 
   OwningOpRef<ModuleOp> module;
+  std::optional<ScopedDiagnosticHandler> modelDiagnosticHandler;
   if (!options.modelPreset.empty()) {
     auto config = resolveModelConfig(options);
     if (!config)
       return emitOptionsError(context, config.takeError());
+    std::string model = options.modelPreset;
+    modelDiagnosticHandler.emplace(&context, [model](Diagnostic &diag) {
+      return printModelDiagnostic(model, diag);
+    });
     module = models::buildGPTMoE(context, *config);
   } else {
-    std::string errorMessage;
-    std::unique_ptr<llvm::MemoryBuffer> input =
-        openInputFile(options.inputFile, &errorMessage);
-    if (!input)
-      return emitError(UnknownLoc::get(&context))
-             << "cannot read '" << options.inputFile << "': " << errorMessage;
     sourceMgr.AddNewSourceBuffer(std::move(input), llvm::SMLoc());
     module = parseSourceFile<ModuleOp>(sourceMgr, &context);
   }

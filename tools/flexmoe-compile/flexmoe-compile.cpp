@@ -181,6 +181,11 @@ int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   flexmoe::registerAllDialects(registry);
   mlir::MLIRContext context(registry);
+  // A failing pass would otherwise print the whole module after its message;
+  // --mlir-print-op-on-diagnostic still asks for it.
+  if (cl::getRegisteredOptions()["mlir-print-op-on-diagnostic"]
+          ->getNumOccurrences() == 0)
+    context.printOpOnDiagnostic(false);
   context.loadAllAvailableDialects();
   return failed(flexmoe::runCompileDriver(context, options)) ? 1 : 0;
 }
