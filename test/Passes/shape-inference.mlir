@@ -111,3 +111,56 @@ func.func @moe_block(%x: tensor<2x8x16xf32>, %wg: tensor<16x4xf32>,
   // CHECK: return %[[Y]], %[[AUX]] : tensor<2x8x16xf32>, tensor<f32>
   return %y, %aux : tensor<*xf32>, tensor<*xf32>
 }
+
+// The inferred type of every inferring nn op.
+// CHECK-LABEL: func.func @every_op
+func.func @every_op(%ids: tensor<4x6xi32>, %table: tensor<50x8xf32>, %x: tensor<4x6x8xf32>,
+                   %w: tensor<8x12xf32>, %bias: tensor<12xf32>, %g: tensor<8xf32>,
+                   %a: tensor<3x5x7xf32>, %b: tensor<3x5x9xf32>, %p: tensor<7x2xf32>) {
+  // CHECK: nn.embedding {{.*}} -> tensor<4x6x8xf32>
+  %0 = nn.embedding %ids, %table : (tensor<4x6xi32>, tensor<50x8xf32>) -> tensor<*xf32>
+  // CHECK: nn.embedding_grad {{.*}} -> tensor<50x8xf32>
+  %1 = nn.embedding_grad %ids, %0 {vocab_size = 50 : i64} : (tensor<4x6xi32>, tensor<*xf32>) -> tensor<*xf32>
+  // CHECK: nn.linear {{.*}} -> tensor<4x6x12xf32>
+  %2 = nn.linear %x, %w, %bias : (tensor<4x6x8xf32>, tensor<8x12xf32>, tensor<12xf32>) -> tensor<*xf32>
+  // CHECK: nn.linear_grad {{.*}} -> (tensor<4x6x8xf32>, tensor<8x12xf32>)
+  %3:2 = nn.linear_grad %x, %w, %2 : (tensor<4x6x8xf32>, tensor<8x12xf32>, tensor<*xf32>) -> (tensor<*xf32>, tensor<*xf32>)
+  // [3,5,7]ᵀ·[3,5,9] contracts the 5s: [3,7,9].
+  // CHECK: nn.matmul {{.*}} -> tensor<3x7x9xf32>
+  %4 = nn.matmul %a, %b {transpose_lhs = true} : (tensor<3x5x7xf32>, tensor<3x5x9xf32>) -> tensor<*xf32>
+  // A 2-D rhs broadcasts over the batch: [3,5,7]·[7,2] = [3,5,2].
+  // CHECK: nn.matmul {{.*}} -> tensor<3x5x2xf32>
+  %5 = nn.matmul %a, %p : (tensor<3x5x7xf32>, tensor<7x2xf32>) -> tensor<*xf32>
+  // CHECK: nn.matmul {{.*}} -> tensor<3x5x5xf32>
+  %6 = nn.matmul %a, %a {transpose_rhs = true} : (tensor<3x5x7xf32>, tensor<3x5x7xf32>) -> tensor<*xf32>
+  // CHECK: nn.layer_norm {{.*}} -> tensor<4x6x8xf32>
+  %7 = nn.layer_norm %x, %g, %g : (tensor<4x6x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<*xf32>
+  // CHECK: nn.layer_norm_grad {{.*}} -> (tensor<4x6x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %8:3 = nn.layer_norm_grad %x, %g, %7 : (tensor<4x6x8xf32>, tensor<8xf32>, tensor<*xf32>) -> (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>)
+  // CHECK: nn.gelu_grad {{.*}} -> tensor<4x6x8xf32>
+  %9 = nn.gelu_grad %x, %7 : (tensor<4x6x8xf32>, tensor<*xf32>) -> tensor<*xf32>
+  // CHECK: nn.softmax_grad {{.*}} -> tensor<4x6x8xf32>
+  %10 = nn.softmax_grad %7, %x {axis = 1 : i64} : (tensor<*xf32>, tensor<4x6x8xf32>) -> tensor<*xf32>
+  // CHECK: nn.attention_grad {{.*}} -> (tensor<4x6x8xf32>, tensor<4x6x8xf32>, tensor<4x6x8xf32>)
+  %11:3 = nn.attention_grad %x, %x, %x, %7 {num_heads = 2 : i64} : (tensor<4x6x8xf32>, tensor<4x6x8xf32>, tensor<4x6x8xf32>, tensor<*xf32>) -> (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>)
+  // CHECK: nn.mul {{.*}} -> tensor<4x6x8xf32>
+  %12 = nn.mul %x, %g : (tensor<4x6x8xf32>, tensor<8xf32>) -> tensor<*xf32>
+  // CHECK: nn.reduce_sum {{.*}} -> tensor<6xf32>
+  %13 = nn.reduce_sum %x {dims = array<i64: 0, -1>} : (tensor<4x6x8xf32>) -> tensor<*xf32>
+  // CHECK: nn.reduce_sum {{.*}} -> tensor<1x6x1xf32>
+  %14 = nn.reduce_sum %x {dims = array<i64: 2, 0>, keep_dims = true} : (tensor<4x6x8xf32>) -> tensor<*xf32>
+  // CHECK: nn.transpose {{.*}} -> tensor<8x4x6xf32>
+  %15 = nn.transpose %x {permutation = array<i64: 2, 0, 1>} : (tensor<4x6x8xf32>) -> tensor<*xf32>
+  // CHECK: nn.transpose {{.*}} -> tensor<6x4xi32>
+  %16 = nn.transpose %ids {permutation = array<i64: 1, 0>} : (tensor<4x6xi32>) -> tensor<*xi32>
+  // CHECK: nn.roll {{.*}} -> tensor<4x6x8xf32>
+  %17 = nn.roll %x {shifts = array<i64: 3>, dims = array<i64: 1>} : (tensor<4x6x8xf32>) -> tensor<*xf32>
+  // CHECK: nn.cross_entropy {{.*}} -> tensor<f32>
+  %18 = nn.cross_entropy %x, %ids : (tensor<4x6x8xf32>, tensor<4x6xi32>) -> tensor<*xf32>
+  // CHECK: nn.cross_entropy_grad {{.*}} -> tensor<4x6x8xf32>
+  %19 = nn.cross_entropy_grad %x, %ids, %18 : (tensor<4x6x8xf32>, tensor<4x6xi32>, tensor<*xf32>) -> tensor<*xf32>
+  // CHECK: nn.adamw {{.*}} -> (tensor<8x12xf32>, tensor<8x12xf32>, tensor<8x12xf32>)
+  %20:3 = nn.adamw %w, %3#1, %w, %w {lr = 1.0e-3 : f32, beta1 = 0.9 : f32, beta2 = 0.999 : f32, epsilon = 1.0e-8 : f32, weight_decay = 0.0 : f32}
+      : (tensor<8x12xf32>, tensor<*xf32>, tensor<8x12xf32>, tensor<8x12xf32>) -> (tensor<*xf32>, tensor<*xf32>, tensor<*xf32>)
+  return
+}

@@ -16,6 +16,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/SmallSet.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <charconv>
 #include <cmath>
@@ -932,6 +933,20 @@ NN_COMPATIBLE_RETURN_TYPES(ReduceSumOp)
 // ReshapeOp
 //===----------------------------------------------------------------------===//
 
+/// The element count of a static shape, or nullopt if it does not fit in 64
+/// bits (ShapedType::getNumElements would overflow).
+static std::optional<uint64_t> elementCount(ArrayRef<int64_t> shape) {
+  uint64_t count = 1;
+  for (int64_t dim : shape) {
+    bool overflow = false;
+    count =
+        llvm::SaturatingMultiply(count, static_cast<uint64_t>(dim), &overflow);
+    if (overflow || count > static_cast<uint64_t>(INT64_MAX))
+      return std::nullopt;
+  }
+  return count;
+}
+
 LogicalResult ReshapeOp::verify() {
   auto x = cast<TensorType>(getX().getType());
   auto result = cast<TensorType>(getType());
@@ -939,11 +954,17 @@ LogicalResult ReshapeOp::verify() {
     return emitOpError("result element type ")
            << result.getElementType() << " differs from the element type "
            << x.getElementType() << " of x";
-  if (x.hasStaticShape() && result.hasStaticShape() &&
-      x.getNumElements() != result.getNumElements())
+  if (!x.hasStaticShape() || !result.hasStaticShape())
+    return success();
+  std::optional<uint64_t> from = elementCount(x.getShape());
+  std::optional<uint64_t> to = elementCount(result.getShape());
+  if (!from || !to)
+    return emitOpError("element count of ")
+           << (from ? result : x) << " does not fit in 64 bits";
+  if (*from != *to)
     return emitOpError("cannot reshape ")
-           << x << " (" << x.getNumElements() << " elements) into " << result
-           << " (" << result.getNumElements() << " elements)";
+           << x << " (" << *from << " elements) into " << result << " (" << *to
+           << " elements)";
   return success();
 }
 

@@ -533,3 +533,11 @@ func.func @adamw_missing(%p: tensor<64xf32>) {
       : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
   return
 }
+
+// -----
+
+func.func @reshape_huge(%x: tensor<4611686018427387904x4xf32>) {
+  // expected-error@+1 {{'nn.reshape' op element count of 'tensor<4611686018427387904x4xf32>' does not fit in 64 bits}}
+  %y = nn.reshape %x : (tensor<4611686018427387904x4xf32>) -> tensor<16xf32>
+  return
+}

@@ -16,9 +16,23 @@ def ShapeInference : Pass<"nn-shape-inference", "mlir::ModuleOp"> {
   let summary = "Infer static tensor shapes from the function arguments";
   let description = [{
     Refines every unranked or partially dynamic tensor result in the model
-    functions to the static type that the op's type inference gives for its
-    operands, and updates the function result types. Fails with a diagnostic
-    at the op whose shape cannot be inferred.
+    functions to the static type that the op's type inference
+    (InferTypeOpInterface, so nn and moe ops alike) gives for its operands,
+    and updates the function result types. Function arguments must be
+    static. Callees are refined before their callers, and a `func.call`
+    takes the refined signature of its callee.
+
+    Ops that do not infer their results (`nn.reshape`, `nn.fill`, ops of
+    other dialects) keep their declared result types, which must then be
+    static. Each op is verified again once its operands are refined, so
+    shape errors hidden behind `tensor<*xf32>` are reported at the op. Fails
+    with a diagnostic at the first op whose shape cannot be inferred.
+
+    ```mlir
+    %y = nn.linear %x, %w : (tensor<8x64xf32>, tensor<64x32xf32>) -> tensor<*xf32>
+    // becomes
+    %y = nn.linear %x, %w : (tensor<8x64xf32>, tensor<64x32xf32>) -> tensor<8x32xf32>
+    ```
   }];
 }
 
