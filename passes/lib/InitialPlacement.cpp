@@ -129,8 +129,9 @@ struct InitialPlacementPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     MLIRContext *context = &getContext();
-    if (worldSize < 1) {
-      module.emitError() << "world-size must be at least 1, got "
+    if (worldSize < 1 || worldSize > PlacementAttr::kMaxWorldSize) {
+      module.emitError() << "world-size must be in [1, "
+                         << PlacementAttr::kMaxWorldSize << "], got "
                          << worldSize.getValue();
       return signalPassFailure();
     }
@@ -152,9 +153,9 @@ struct InitialPlacementPass
       if (auto layerOp = dyn_cast<LayerOp>(op)) {
         Layer &layer = layers[layerOp.getName()];
         if (layer.layerOp) {
-          layerOp.emitOpError() << "is the second layer named '"
-                                << layerOp.getName()
-                                << "'; layer names must be unique";
+          layerOp.emitOpError()
+              << "is the second layer named '" << layerOp.getName()
+              << "'; layer names must be unique";
           return WalkResult::interrupt();
         }
         layer.layerOp = layerOp;
@@ -226,24 +227,23 @@ struct InitialPlacementPass
       if (file) {
         auto it = file->layers.find(name);
         if (it == file->layers.end()) {
-          anchor->emitOpError() << "placement file has no entry for layer '"
-                                << name << "'";
+          anchor->emitOpError()
+              << "placement file has no entry for layer '" << name << "'";
           return signalPassFailure();
         }
         replicas = it->second;
         slots = file->slotsPerDevice;
       } else {
         if (!layer.numExperts) {
-          anchor->emitOpError() << "cannot tell how many experts layer '"
-                                << name << "' has";
+          anchor->emitOpError()
+              << "cannot tell how many experts layer '" << name << "' has";
           return signalPassFailure();
         }
         int64_t numExperts = *layer.numExperts;
         for (int64_t expert = 0; expert < numExperts; ++expert)
           replicas.push_back({expert % devices});
-        slots = slotsPerDevice != 0
-                    ? static_cast<int64_t>(slotsPerDevice)
-                    : llvm::divideCeil(numExperts, devices);
+        slots = slotsPerDevice != 0 ? static_cast<int64_t>(slotsPerDevice)
+                                    : llvm::divideCeil(numExperts, devices);
       }
       SmallVector<ArrayRef<int64_t>> refs(replicas.begin(), replicas.end());
       if (failed(PlacementAttr::verifyRules(emitError, devices, slots, refs,
@@ -251,10 +251,9 @@ struct InitialPlacementPass
         return signalPassFailure();
       if (layer.numExperts &&
           static_cast<int64_t>(replicas.size()) != *layer.numExperts) {
-        anchor->emitOpError() << "layer '" << name << "' has "
-                              << *layer.numExperts
-                              << " experts but its placement lists "
-                              << replicas.size();
+        anchor->emitOpError()
+            << "layer '" << name << "' has " << *layer.numExperts
+            << " experts but its placement lists " << replicas.size();
         return signalPassFailure();
       }
       auto placement = PlacementAttr::get(context, devices, slots, refs);

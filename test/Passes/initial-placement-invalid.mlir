@@ -12,13 +12,13 @@
 // SLOTS: error: placement file '{{.*}}placement-one-layer.json' has slots_per_device 2 but the pass was given slots-per-device = 3
 
 // RUN: not flexmoe-opt %s --moe-initial-placement="placement-file=%S/Inputs/placement-one-layer.json" 2>&1 | FileCheck %s --check-prefix=NOLAYER
-// NOLAYER: [[@LINE+52]]:{{[0-9]+}}: error: 'moe.layer' op placement file has no entry for layer 'moe2'
+// NOLAYER: [[@LINE+55]]:{{[0-9]+}}: error: 'moe.layer' op placement file has no entry for layer 'moe2'
 
 // RUN: not flexmoe-opt %s --moe-initial-placement="placement-file=%S/Inputs/placement-unknown-layer.json" 2>&1 | FileCheck %s --check-prefix=UNKNOWN
 // UNKNOWN: error: placement file '{{.*}}placement-unknown-layer.json' has an entry for layer 'moe9', which is not in the module
 
 // RUN: not flexmoe-opt %s --moe-initial-placement="placement-file=%S/Inputs/placement-no-replica.json" 2>&1 | FileCheck %s --check-prefix=NOREPLICA
-// NOREPLICA: [[@LINE+41]]:{{[0-9]+}}: error: 'moe.layer' op expert 3 of layer 'moe1' has no replica
+// NOREPLICA: [[@LINE+44]]:{{[0-9]+}}: error: 'moe.layer' op expert 3 of layer 'moe1' has no replica
 
 // RUN: not flexmoe-opt %s --moe-initial-placement="placement-file=%S/Inputs/placement-out-of-range.json" 2>&1 | FileCheck %s --check-prefix=RANGE
 // RANGE: error: 'moe.layer' op device 4 of expert 2 in layer 'moe1' is out of range [0, 4)
@@ -46,7 +46,10 @@
 // RRSLOTS: error: 'moe.layer' op device 0 holds 2 experts of layer 'moe1' but has 1 slots
 
 // RUN: not flexmoe-opt %s --moe-initial-placement="world-size=0" 2>&1 | FileCheck %s --check-prefix=WORLD0
-// WORLD0: error: world-size must be at least 1, got 0
+// WORLD0: error: world-size must be in [1, 4096], got 0
+
+// RUN: not flexmoe-opt %s --moe-initial-placement="world-size=5000" 2>&1 | FileCheck %s --check-prefix=WORLDBIG
+// WORLDBIG: error: world-size must be in [1, 4096], got 5000
 
 // RUN: not flexmoe-opt %s --moe-initial-placement="slots-per-device=-1" 2>&1 | FileCheck %s --check-prefix=SLOTSNEG
 // SLOTSNEG: error: slots-per-device must be >= 0 (0: ceil(experts / world-size)), got -1

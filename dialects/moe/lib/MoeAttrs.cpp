@@ -1,4 +1,4 @@
-//===- MoeAttrs.cpp - the #moe.placement attribute --------------------------===//
+//===- MoeAttrs.cpp - the #moe.placement attribute ------------------------===//
 #include "flexmoe/Dialect/Moe/MoeAttrs.h"
 
 #include "mlir/IR/Builders.h"
@@ -35,21 +35,21 @@ PlacementAttr::verifyRules(function_ref<InFlightDiagnostic()> emitError,
     ofLayer = (" of layer '" + layerName + "'").str();
     inLayer = (" in layer '" + layerName + "'").str();
   }
-  if (worldSize < 1)
-    return emitError() << "placement" << ofLayer
-                       << " has world_size " << worldSize
-                       << "; it must be at least 1";
-  if (slotsPerDevice < 1)
+  if (worldSize < 1 || worldSize > kMaxWorldSize)
+    return emitError() << "placement" << ofLayer << " has world_size "
+                       << worldSize << "; it must be in [1, " << kMaxWorldSize
+                       << "]";
+  if (slotsPerDevice < 1 || slotsPerDevice > kMaxSlotsPerDevice)
     return emitError() << "placement" << ofLayer << " has slots_per_device "
-                       << slotsPerDevice << "; it must be at least 1";
+                       << slotsPerDevice << "; it must be in [1, "
+                       << kMaxSlotsPerDevice << "]";
   if (replicas.empty())
     return emitError() << "placement" << ofLayer << " has no experts";
 
   SmallVector<int64_t> load(worldSize, 0);
   for (auto [expert, devices] : llvm::enumerate(replicas)) {
     if (devices.empty())
-      return emitError() << "expert " << expert << ofLayer
-                         << " has no replica";
+      return emitError() << "expert " << expert << ofLayer << " has no replica";
     llvm::SmallDenseSet<int64_t, 8> seen;
     for (int64_t device : devices) {
       if (device < 0 || device >= worldSize)
@@ -57,8 +57,8 @@ PlacementAttr::verifyRules(function_ref<InFlightDiagnostic()> emitError,
                            << inLayer << " is out of range [0, " << worldSize
                            << ")";
       if (!seen.insert(device).second)
-        return emitError() << "expert " << expert << ofLayer
-                           << " lists device " << device << " twice";
+        return emitError() << "expert " << expert << ofLayer << " lists device "
+                           << device << " twice";
       ++load[device];
     }
   }
@@ -105,9 +105,9 @@ Attribute PlacementAttr::parse(AsmParser &parser, Type) {
   SmallVector<SmallVector<int64_t>> replicas;
   auto parseExpert = [&]() -> ParseResult {
     SmallVector<int64_t> &devices = replicas.emplace_back();
-    return parser.parseCommaSeparatedList(
-        AsmParser::Delimiter::Square,
-        [&]() { return parser.parseInteger(devices.emplace_back()); });
+    return parser.parseCommaSeparatedList(AsmParser::Delimiter::Square, [&]() {
+      return parser.parseInteger(devices.emplace_back());
+    });
   };
   if (parser.parseCommaSeparatedList(AsmParser::Delimiter::Square,
                                      parseExpert) ||

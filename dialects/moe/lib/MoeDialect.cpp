@@ -1,4 +1,4 @@
-//===- MoeDialect.cpp - the moe dialect -------------------------------------===//
+//===- MoeDialect.cpp - the moe dialect -----------------------------------===//
 #include "flexmoe/Dialect/Moe/MoeDialect.h"
 #include "flexmoe/Dialect/Moe/MoeAttrs.h"
 #include "flexmoe/Dialect/Moe/MoeOps.h"

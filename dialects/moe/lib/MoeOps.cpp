@@ -12,6 +12,7 @@
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/MathExtras.h"
 
 using namespace mlir;
 using namespace flexmoe::moe;
@@ -34,10 +35,21 @@ Type elementTypeOf(Value value) {
   return cast<TensorType>(value.getType()).getElementType();
 }
 
+/// lhs · rhs, dynamic when either is or when the product overflows.
 int64_t mulDims(int64_t lhs, int64_t rhs) {
-  if (ShapedType::isDynamic(lhs) || ShapedType::isDynamic(rhs))
+  int64_t product;
+  if (ShapedType::isDynamic(lhs) || ShapedType::isDynamic(rhs) ||
+      llvm::MulOverflow(lhs, rhs, product))
     return kDynamic;
-  return lhs * rhs;
+  return product;
+}
+
+/// A size taken from an attribute; a value the verifier rejects (< 1) is
+/// left dynamic so that inference never builds an invalid tensor type.
+int64_t sizeFromAttr(IntegerAttr attr) {
+  if (!attr || attr.getInt() < 1)
+    return kDynamic;
+  return attr.getInt();
 }
 
 RankedTensorType tensorOf(ArrayRef<int64_t> shape, Type elementType) {
@@ -80,8 +92,8 @@ public:
         continue;
       auto it = bound.find(letter);
       if (it == bound.end()) {
-        bound[letter] = {size, (name + " has " + letter + " = " + Twine(size))
-                                   .str()};
+        bound[letter] = {size,
+                         (name + " has " + letter + " = " + Twine(size)).str()};
         continue;
       }
       if (it->second.first != size)
@@ -129,8 +141,9 @@ LogicalResult verifyLayerName(Operation *op, StringRef layer) {
 
 LogicalResult verifyActivation(Operation *op, StringRef activation) {
   if (activation != "gelu" && activation != "relu")
-    return op->emitOpError() << "activation must be \"gelu\" or \"relu\", got \""
-                             << activation << "\"";
+    return op->emitOpError()
+           << "activation must be \"gelu\" or \"relu\", got \"" << activation
+           << "\"";
   return success();
 }
 
@@ -147,8 +160,7 @@ LogicalResult verifyPlacementExperts(Operation *op, StringRef layer,
 }
 
 LogicalResult verifyTopK(Operation *op, int64_t topK, int64_t numExperts) {
-  if (topK < 1 ||
-      (!ShapedType::isDynamic(numExperts) && topK > numExperts)) {
+  if (topK < 1 || (!ShapedType::isDynamic(numExperts) && topK > numExperts)) {
     InFlightDiagnostic diag = op->emitOpError() << "top_k must be in [1, ";
     if (ShapedType::isDynamic(numExperts))
       diag << "E]";
@@ -204,9 +216,10 @@ LogicalResult LayerOp::verify() {
   int64_t topK = getTopKAttr().getInt();
   int64_t ffnHidden = getFfnHiddenAttr().getInt();
   if (numExperts < 1)
-    return emitOpError() << "layer '" << name
-                         << "' must have at least one expert, got num_experts = "
-                         << numExperts;
+    return emitOpError()
+           << "layer '" << name
+           << "' must have at least one expert, got num_experts = "
+           << numExperts;
   if (failed(verifyTopK(*this, topK, numExperts)))
     return failure();
   if (ffnHidden < 1)
@@ -249,8 +262,7 @@ LogicalResult GateOp::inferReturnTypes(MLIRContext *context,
   Value x = adaptor.getX();
   int64_t tokens = dimOf(x, 0);
   int64_t experts = dimOf(adaptor.getGateWeight(), 1);
-  int64_t topK = adaptor.getTopKAttr() ? adaptor.getTopKAttr().getInt()
-                                       : kDynamic;
+  int64_t topK = sizeFromAttr(adaptor.getTopKAttr());
   Type element = elementTypeOf(x);
   inferred.push_back(tensorOf({tokens, experts}, element));
   inferred.push_back(i32TensorOf(context, {tokens, topK}));
@@ -305,8 +317,8 @@ LogicalResult GateGradOp::verify() {
 static LogicalResult verifyCoef(Operation *op, APFloat coef) {
   double value = coef.convertToDouble();
   if (!(value >= 0.0) || std::isinf(value))
-    return op->emitOpError() << "coef must be a finite number >= 0, got "
-                             << value;
+    return op->emitOpError()
+           << "coef must be a finite number >= 0, got " << value;
   return success();
 }
 
@@ -364,13 +376,11 @@ LogicalResult DispatchOp::inferReturnTypes(MLIRContext *context,
   if (ShapedType::isDynamic(tokens))
     tokens = dimOf(ids, 0);
   int64_t topK = dimOf(ids, 1);
-  int64_t experts = adaptor.getNumExpertsAttr()
-                        ? adaptor.getNumExpertsAttr().getInt()
-                        : kDynamic;
+  int64_t experts = sizeFromAttr(adaptor.getNumExpertsAttr());
   int64_t capacity =
       adaptor.getCapacityAttr() ? adaptor.getCapacityAttr().getInt() : 0;
-  int64_t rows = capacity > 0 ? mulDims(experts, capacity)
-                              : mulDims(tokens, topK);
+  int64_t rows =
+      capacity > 0 ? mulDims(experts, capacity) : mulDims(tokens, topK);
   inferred.push_back(tensorOf({rows, dimOf(x, 1)}, elementTypeOf(x)));
   inferred.push_back(i32TensorOf(context, {tokens, topK}));
   inferred.push_back(i32TensorOf(context, {experts}));
@@ -385,6 +395,12 @@ LogicalResult DispatchOp::verify() {
   if (getCapacityAttr().getInt() < 0)
     return emitOpError() << "capacity must be >= 0 (0 = dropless), got "
                          << getCapacityAttr().getInt();
+  if (getCapacityAttr().getInt() > 0 &&
+      ShapedType::isDynamic(mulDims(numExperts, getCapacityAttr().getInt())))
+    return emitOpError() << "capacity " << getCapacityAttr().getInt() << " for "
+                         << numExperts
+                         << " experts gives more routed rows than fit in a "
+                            "tensor dimension";
   ShapeChecker shapes(*this);
   if (failed(verifyLayerName(*this, getLayer())) ||
       failed(shapes.match("x", getX(), {"T", "D"})) ||
@@ -399,10 +415,10 @@ LogicalResult DispatchOp::verify() {
                                 numExperts);
 }
 
-LogicalResult DispatchGradOp::inferReturnTypes(MLIRContext *,
-                                               std::optional<Location>,
-                                               Adaptor adaptor,
-                                               SmallVectorImpl<Type> &inferred) {
+LogicalResult
+DispatchGradOp::inferReturnTypes(MLIRContext *, std::optional<Location>,
+                                 Adaptor adaptor,
+                                 SmallVectorImpl<Type> &inferred) {
   Value dRouted = adaptor.getDRouted();
   inferred.push_back(
       tensorOf({dimOf(adaptor.getPositions(), 0), dimOf(dRouted, 1)},
@@ -474,8 +490,8 @@ template <typename OpT>
 static LogicalResult verifyExpertsCommon(OpT op, ShapeChecker &shapes) {
   int64_t capacity = op.getCapacityAttr().getInt();
   if (capacity < 0)
-    return op.emitOpError() << "capacity must be >= 0 (0 = packed), got "
-                            << capacity;
+    return op.emitOpError()
+           << "capacity must be >= 0 (0 = packed), got " << capacity;
   if (failed(verifyLayerName(op, op.getLayer())) ||
       failed(verifyActivation(op, op.getActivation())) ||
       failed(verifySameFloatType(op)) ||
@@ -488,10 +504,17 @@ static LogicalResult verifyExpertsCommon(OpT op, ShapeChecker &shapes) {
     return failure();
   int64_t rows = shapes.get("N"), groups = shapes.get("G");
   if (capacity > 0 && !ShapedType::isDynamic(rows) &&
-      !ShapedType::isDynamic(groups) && rows != groups * capacity)
-    return op.emitOpError() << "routed has " << rows << " rows but "
-                            << groups << " groups of capacity " << capacity
-                            << " need " << groups * capacity;
+      !ShapedType::isDynamic(groups)) {
+    int64_t needed = mulDims(groups, capacity);
+    if (rows != needed) {
+      InFlightDiagnostic diag =
+          op.emitOpError() << "routed has " << rows << " rows but " << groups
+                           << " groups of capacity " << capacity << " need ";
+      if (ShapedType::isDynamic(needed))
+        return diag << "more than fit in a tensor dimension";
+      return diag << needed;
+    }
+  }
   // Before partitioning the groups are the layer's experts, after it the
   // device's local slots.
   PlacementAttr placement = op.getPlacementAttr();
@@ -601,9 +624,10 @@ LogicalResult AllToAllOp::verify() {
 // moe.replica_grad_sync, moe.all_reduce
 //===----------------------------------------------------------------------===//
 
-LogicalResult ReplicaGradSyncOp::inferReturnTypes(
-    MLIRContext *, std::optional<Location>, Adaptor adaptor,
-    SmallVectorImpl<Type> &inferred) {
+LogicalResult
+ReplicaGradSyncOp::inferReturnTypes(MLIRContext *, std::optional<Location>,
+                                    Adaptor adaptor,
+                                    SmallVectorImpl<Type> &inferred) {
   for (Value grad : adaptor.getGrads())
     inferred.push_back(grad.getType());
   return success();
@@ -625,8 +649,7 @@ LogicalResult ReplicaGradSyncOp::verify() {
       return emitOpError() << "gradient " << index
                            << " must be a [S,...] tensor, got " << ranked;
     int64_t slots = ranked.getDimSize(0);
-    if (!ShapedType::isDynamic(slots) &&
-        slots != placement.getSlotsPerDevice())
+    if (!ShapedType::isDynamic(slots) && slots != placement.getSlotsPerDevice())
       return emitOpError() << "gradient " << index << " has " << slots
                            << " slots but layer '" << getLayer() << "' has "
                            << placement.getSlotsPerDevice()

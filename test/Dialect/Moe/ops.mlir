@@ -145,3 +145,20 @@ func.func @collectives(%routed: tensor<32x16xf32>, %counts: tensor<4xi32>,
   return %back, %back_counts, %sw1, %sb1, %g
       : tensor<32x16xf32>, tensor<4xi32>, tensor<2x16x32xf32>, tensor<2x32xf32>, tensor<16x4xf32>
 }
+
+// Before shape inference, operands and results may be unranked or dynamic;
+// the inferred types keep what is known ([?,E] for probs here).
+// CHECK-LABEL: func.func @unknown_shapes
+func.func @unknown_shapes(%x: tensor<*xf32>, %wg: tensor<16x4xf32>, %routed: tensor<?x16xf32>,
+                          %counts: tensor<4xi32>)
+    -> (tensor<?x4xf32>, tensor<*xi32>, tensor<*xf32>, tensor<?x16xf32>, tensor<?xi32>) {
+  // CHECK: moe.gate {{.*}} : (tensor<*xf32>, tensor<16x4xf32>) -> (tensor<?x4xf32>, tensor<*xi32>, tensor<*xf32>)
+  %probs, %ids, %weights = moe.gate %x, %wg {layer = "moe1", top_k = 2 : i64}
+      : (tensor<*xf32>, tensor<16x4xf32>) -> (tensor<?x4xf32>, tensor<*xi32>, tensor<*xf32>)
+  // Without a placement, all_to_all's row count and out_counts stay dynamic.
+  // CHECK: moe.all_to_all {{.*}} : (tensor<?x16xf32>, tensor<4xi32>) -> (tensor<?x16xf32>, tensor<?xi32>)
+  %recv, %slot_counts = moe.all_to_all %routed, %counts {layer = "moe1", direction = "dispatch"}
+      : (tensor<?x16xf32>, tensor<4xi32>) -> (tensor<?x16xf32>, tensor<?xi32>)
+  return %probs, %ids, %weights, %recv, %slot_counts
+      : tensor<?x4xf32>, tensor<*xi32>, tensor<*xf32>, tensor<?x16xf32>, tensor<?xi32>
+}

@@ -30,13 +30,24 @@
 
 // -----
 
-// expected-error @+1 {{placement has world_size 0; it must be at least 1}}
+// expected-error @+1 {{placement has world_size 0; it must be in [1, 4096]}}
 #p = #moe.placement<world_size = 0, slots_per_device = 1, replicas = [[0]]>
 
 // -----
 
-// expected-error @+1 {{placement has slots_per_device 0; it must be at least 1}}
+// expected-error @+1 {{placement has slots_per_device 0; it must be in [1, 4096]}}
 #p = #moe.placement<world_size = 1, slots_per_device = 0, replicas = [[0]]>
+
+// -----
+
+// The runtime's bounds: every table derived from a placement stays small.
+// expected-error @+1 {{placement has world_size 1000000000000; it must be in [1, 4096]}}
+#p = #moe.placement<world_size = 1000000000000, slots_per_device = 1, replicas = [[0]]>
+
+// -----
+
+// expected-error @+1 {{placement has slots_per_device 4097; it must be in [1, 4096]}}
+#p = #moe.placement<world_size = 1, slots_per_device = 4097, replicas = [[0]]>
 
 // -----
 

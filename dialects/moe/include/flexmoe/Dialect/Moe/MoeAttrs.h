@@ -1,4 +1,4 @@
-//===- MoeAttrs.h - moe dialect attributes ------------------------*- C++ -*-===//
+//===- MoeAttrs.h - moe dialect attributes ----------------------*- C++ -*-===//
 #ifndef FLEXMOE_DIALECT_MOE_MOEATTRS_H
 #define FLEXMOE_DIALECT_MOE_MOEATTRS_H
 

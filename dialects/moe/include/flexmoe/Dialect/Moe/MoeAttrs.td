@@ -24,8 +24,9 @@ def Moe_PlacementAttr : AttrDef<Moe_Dialect, "Placement"> {
   let mnemonic = "placement";
   let summary = "which devices hold a replica of which expert of a MoE layer";
   let description = [{
-    `replicas[e]` lists the devices holding a replica of expert `e`. Every
-    expert has at least one replica, device ids lie in `[0, world_size)`, no
+    `replicas[e]` lists the devices holding a replica of expert `e`.
+    `world_size` and `slots_per_device` lie in [1, 4096]. Every expert has at
+    least one replica, device ids lie in `[0, world_size)`, no
     device appears twice for one expert, and no device holds more than
     `slots_per_device` replicas.
 
@@ -52,6 +53,12 @@ def Moe_PlacementAttr : AttrDef<Moe_Dialect, "Placement"> {
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
   let extraClassDeclaration = [{
+    /// The runtime's bounds (runtime/plan/Placement.h), repeated because the
+    /// dialect does not link the runtime: a placement the runtime would
+    /// reject is rejected at compile time.
+    static constexpr int64_t kMaxWorldSize = 4096;
+    static constexpr int64_t kMaxSlotsPerDevice = 4096;
+
     /// The number of experts of the layer (the length of `replicas`).
     int64_t getNumExperts() const { return getReplicas().size(); }
 

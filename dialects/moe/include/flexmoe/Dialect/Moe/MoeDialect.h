@@ -1,4 +1,4 @@
-//===- MoeDialect.h - the moe dialect -----------------------------*- C++ -*-===//
+//===- MoeDialect.h - the moe dialect ---------------------------*- C++ -*-===//
 #ifndef FLEXMOE_DIALECT_MOE_MOEDIALECT_H
 #define FLEXMOE_DIALECT_MOE_MOEDIALECT_H
 

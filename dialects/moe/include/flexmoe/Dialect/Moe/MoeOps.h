@@ -1,4 +1,4 @@
-//===- MoeOps.h - moe dialect ops ---------------------------------*- C++ -*-===//
+//===- MoeOps.h - moe dialect ops -------------------------------*- C++ -*-===//
 #ifndef FLEXMOE_DIALECT_MOE_MOEOPS_H
 #define FLEXMOE_DIALECT_MOE_MOEOPS_H
 
