@@ -76,6 +76,8 @@ LogicalResult verifyForward(func::FuncOp forward) {
 /// (nn.param, statically shaped float tensors).
 FailureOr<ArgumentRoles> classifyArguments(func::FuncOp forward) {
   ArgumentRoles roles;
+  // The optimizer state refers to its parameter by name.
+  llvm::StringMap<unsigned> paramIndex;
   for (BlockArgument arg : forward.getArguments()) {
     unsigned index = arg.getArgNumber();
     bool isInput = forward.getArgAttr(index, kInputAttr) != nullptr;
@@ -95,6 +97,11 @@ FailureOr<ArgumentRoles> classifyArguments(func::FuncOp forward) {
              << "parameter '" << paramName.getValue()
              << "' must be a statically shaped float tensor, not "
              << arg.getType();
+    auto [it, inserted] = paramIndex.try_emplace(paramName.getValue(), index);
+    if (!inserted)
+      return emitError(arg.getLoc())
+             << "parameter name '" << paramName.getValue()
+             << "' is used by arguments #" << it->second << " and #" << index;
     roles.params.push_back(index);
   }
   return roles;
@@ -158,10 +165,9 @@ func::FuncOp createTrainStep(func::FuncOp forward, const ArgumentRoles &roles) {
 }
 
 /// The values the reverse sweep differentiates: float values that depend on
-/// a parameter and that the loss depends on. Fails, at the op, if one of
-/// them is not statically shaped.
-FailureOr<DenseSet<Value>> findActiveValues(ArrayRef<Operation *> ops,
-                                            ValueRange params, Value loss) {
+/// a parameter and that the loss depends on.
+DenseSet<Value> findActiveValues(ArrayRef<Operation *> ops, ValueRange params,
+                                 Value loss) {
   DenseSet<Value> varied(params.begin(), params.end());
   for (Operation *op : ops)
     if (llvm::any_of(op->getOperands(),
@@ -177,17 +183,33 @@ FailureOr<DenseSet<Value>> findActiveValues(ArrayRef<Operation *> ops,
     if (llvm::none_of(op->getResults(),
                       [&](Value v) { return active.contains(v); }))
       continue;
-    for (Value operand : op->getOperands()) {
-      if (!varied.contains(operand) || !active.insert(operand).second)
-        continue;
-      auto type = dyn_cast<RankedTensorType>(operand.getType());
-      if (!type || !type.hasStaticShape())
-        return emitError(operand.getLoc())
-               << "build-train-step needs static shapes, got "
-               << operand.getType() << " (run nn-shape-inference first)";
-    }
+    for (Value operand : op->getOperands())
+      if (varied.contains(operand))
+        active.insert(operand);
   }
   return active;
+}
+
+/// Gradient rules work on static shapes: checks every value of the ops that
+/// will be differentiated.
+LogicalResult verifyStaticShapes(ArrayRef<Operation *> ops,
+                                 const DenseSet<Value> &active) {
+  for (Operation *op : ops) {
+    if (llvm::none_of(op->getResults(),
+                      [&](Value v) { return active.contains(v); }))
+      continue;
+    auto isStatic = [](Type type) {
+      auto tensor = dyn_cast<TensorType>(type);
+      return !tensor || (tensor.hasRank() && tensor.hasStaticShape());
+    };
+    SmallVector<Type> types(op->getOperandTypes());
+    llvm::append_range(types, op->getResultTypes());
+    if (const Type *type = llvm::find_if_not(types, isStatic);
+        type != types.end())
+      return op->emitError("build-train-step needs static shapes, got ")
+             << *type << " (run nn-shape-inference first)";
+  }
+  return success();
 }
 
 /// Builds, in reverse program order, the gradient of the loss with respect to
@@ -318,11 +340,10 @@ private:
     Value loss = mapping.lookupOrDefault(forwardReturn->getOperand(0));
 
     ValueRange params = body.getArguments().slice(numInputs, numParams);
-    FailureOr<DenseSet<Value>> active =
-        findActiveValues(forwardOps, params, loss);
-    if (failed(active))
+    DenseSet<Value> active = findActiveValues(forwardOps, params, loss);
+    if (failed(verifyStaticShapes(forwardOps, active)))
       return failure();
-    ReverseSweep sweep(builder, *active);
+    ReverseSweep sweep(builder, active);
     if (failed(sweep.run(forwardOps, loss)))
       return failure();
 

@@ -52,7 +52,7 @@ LogicalResult gateGradient(GateOp op, OpBuilder &b, ArrayRef<Value> dys,
       ValueRange{x, gateWeight, op.getProbs(), op.getExpertIds(),
                  dCombineWeights, dProbs},
       layerAttributes(op, {"top_k"}));
-  llvm::append_range(dxs, grads->getResults());
+  dxs.assign({grads.getDx(), grads.getDGateWeight()});
   return success();
 }
 
@@ -87,9 +87,9 @@ LogicalResult expertsGradient(ExpertsOp op, OpBuilder &b, ArrayRef<Value> dys,
                 b2.getType()},
       ValueRange{routed, counts, w1, b1, w2, b2, dys[0]},
       layerAttributes(op, {"activation", "capacity"}));
-  // Results: d_routed, dw1, db1, dw2, db2; the counts get none.
-  dxs.assign({grads->getResult(0), Value(), grads->getResult(1),
-              grads->getResult(2), grads->getResult(3), grads->getResult(4)});
+  // The counts get no gradient.
+  dxs.assign({grads.getDRouted(), Value(), grads.getDw1(), grads.getDb1(),
+              grads.getDw2(), grads.getDb2()});
   return success();
 }
 
@@ -101,7 +101,7 @@ LogicalResult combineGradient(CombineOp op, OpBuilder &b, ArrayRef<Value> dys,
       op.getLoc(), TypeRange{expertOut.getType(), combineWeights.getType()},
       ValueRange{expertOut, positions, combineWeights, dys[0]},
       layerAttributes(op));
-  dxs.assign({grads->getResult(0), Value(), grads->getResult(1)});
+  dxs.assign({grads.getDExpertOut(), Value(), grads.getDCombineWeights()});
   return success();
 }
 

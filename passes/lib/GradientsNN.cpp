@@ -69,7 +69,7 @@ LogicalResult linearGradient(LinearOp op, OpBuilder &b, ArrayRef<Value> dys,
   auto grads = b.create<LinearGradOp>(op.getLoc(),
                                       TypeRange{x.getType(), weight.getType()},
                                       ValueRange{x, weight, dys[0]});
-  dxs.assign({grads->getResult(0), grads->getResult(1)});
+  dxs.assign({grads.getDx(), grads.getDweight()});
   // The bias is broadcast over every leading dimension of the output.
   if (Value bias = op.getBias())
     dxs.push_back(grad::sumToShape(b, op.getLoc(), dys[0], bias.getType()));
@@ -87,10 +87,9 @@ LogicalResult matmulGradient(MatmulOp op, OpBuilder &b, ArrayRef<Value> dys,
   auto lhsType = cast<RankedTensorType>(lhs.getType());
   auto rhsType = cast<RankedTensorType>(rhs.getType());
   auto dyType = cast<RankedTensorType>(dy.getType());
-  if (rhsType.getRank() > lhsType.getRank())
-    return op.emitOpError("gradient: only the rhs may be broadcast (rhs of "
-                          "rank ")
-           << rhsType.getRank() << " with lhs of rank " << lhsType.getRank();
+  // The verifier guarantees equal batch dimensions or a 2-D rhs.
+  assert((rhsType.getRank() == lhsType.getRank() || rhsType.getRank() == 2) &&
+         "matmul rhs must be 2-D or have the rank of lhs");
 
   Value dlhs;
   if (!transposeLhs) {
@@ -127,7 +126,7 @@ LogicalResult layerNormGradient(LayerNormOp op, OpBuilder &b,
   auto grads = b.create<LayerNormGradOp>(
       op.getLoc(), TypeRange{x.getType(), gamma.getType(), beta.getType()},
       ValueRange{x, gamma, dys[0]}, copyAttributes(op, {"epsilon"}));
-  llvm::append_range(dxs, grads->getResults());
+  dxs.assign({grads.getDx(), grads.getDgamma(), grads.getDbeta()});
   return success();
 }
 
@@ -155,7 +154,7 @@ LogicalResult attentionGradient(AttentionOp op, OpBuilder &b,
       op.getLoc(), TypeRange{q.getType(), k.getType(), v.getType()},
       ValueRange{q, k, v, dys[0]},
       copyAttributes(op, {"num_heads", "causal", "window"}));
-  llvm::append_range(dxs, grads->getResults());
+  dxs.assign({grads.getDq(), grads.getDk(), grads.getDv()});
   return success();
 }
 

@@ -117,3 +117,31 @@ module {
     return
   }
 }
+
+// -----
+
+// An input of a differentiated op must be statically shaped too.
+func.func @forward(%x: tensor<?x8xf32> {nn.input = "x"},
+                   %w: tensor<8x8xf32> {nn.param = "w"}) -> tensor<f32> {
+  // expected-error @+1 {{build-train-step needs static shapes, got 'tensor<?x8xf32>' (run nn-shape-inference first)}}
+  %h = nn.linear %x, %w : (tensor<?x8xf32>, tensor<8x8xf32>) -> tensor<?x8xf32>
+  %loss = nn.reduce_sum %h {dims = array<i64: 0, 1>} : (tensor<?x8xf32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+
+// -----
+
+func.func @forward(%a: tensor<f32> {nn.param = "w"}, %x: tensor<f32> {nn.input = "x"},
+                   // expected-error @+1 {{parameter name 'w' is used by arguments #0 and #2}}
+                   %b: tensor<f32> {nn.param = "w"}) -> tensor<f32> {
+  return %a : tensor<f32>
+}
+
+// -----
+
+// expected-error @+1 {{@forward must have a single block}}
+func.func @forward(%w: tensor<f32> {nn.param = "w"}) -> tensor<f32> {
+  return %w : tensor<f32>
+^unreachable:
+  return %w : tensor<f32>
+}

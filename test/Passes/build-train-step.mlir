@@ -31,7 +31,7 @@
 // CHECK-SAME:        tensor<16x10xf32> {nn.updates = 12 : i64}, tensor<10xf32> {nn.updates = 13 : i64})
 // Forward.
 // CHECK:         %[[H:.*]] = nn.linear %[[X]], %[[W1]], %[[B1]]
-// CHECK:         %[[A:.*]] = nn.gelu %[[H]]
+// CHECK:         %[[A:.*]] = nn.gelu %[[H]] {approximate = "none"}
 // CHECK:         %[[LOGITS:.*]] = nn.linear %[[A]], %[[W2]], %[[B2]]
 // CHECK:         %[[LOSS:.*]] = nn.cross_entropy %[[LOGITS]], %[[LABELS]]
 // Backward, in reverse order, seeded with 1.
@@ -39,7 +39,7 @@
 // CHECK:         %[[DLOGITS:.*]] = nn.cross_entropy_grad %[[LOGITS]], %[[LABELS]], %[[SEED]] : (tensor<4x10xf32>, tensor<4xi32>, tensor<f32>) -> tensor<4x10xf32>
 // CHECK:         %[[DA:.*]], %[[DW2:.*]] = nn.linear_grad %[[A]], %[[W2]], %[[DLOGITS]] : (tensor<4x16xf32>, tensor<16x10xf32>, tensor<4x10xf32>) -> (tensor<4x16xf32>, tensor<16x10xf32>)
 // CHECK:         %[[DB2:.*]] = nn.reduce_sum %[[DLOGITS]] {dims = array<i64: 0>} : (tensor<4x10xf32>) -> tensor<10xf32>
-// CHECK:         %[[DH:.*]] = nn.gelu_grad %[[H]], %[[DA]] : (tensor<4x16xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
+// CHECK:         %[[DH:.*]] = nn.gelu_grad %[[H]], %[[DA]] {approximate = "none"} : (tensor<4x16xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
 // The input x gets no update, but dx comes with dw1 from the same op.
 // CHECK:         %{{.*}}, %[[DW1:.*]] = nn.linear_grad %[[X]], %[[W1]], %[[DH]]
 // CHECK:         %[[DB1:.*]] = nn.reduce_sum %[[DH]] {dims = array<i64: 0>} : (tensor<4x16xf32>) -> tensor<16xf32>
@@ -62,7 +62,7 @@ module attributes {flexmoe.model = "mlp"} {
                      %b2: tensor<10xf32> {nn.param = "b2"},
                      %labels: tensor<4xi32> {nn.input = "labels"}) -> tensor<f32> {
     %h = nn.linear %x, %w1, %b1 : (tensor<4x8xf32>, tensor<8x16xf32>, tensor<16xf32>) -> tensor<4x16xf32>
-    %a = nn.gelu %h : (tensor<4x16xf32>) -> tensor<4x16xf32>
+    %a = nn.gelu %h {approximate = "none"} : (tensor<4x16xf32>) -> tensor<4x16xf32>
     %logits = nn.linear %a, %w2, %b2 : (tensor<4x16xf32>, tensor<16x10xf32>, tensor<10xf32>) -> tensor<4x10xf32>
     %loss = nn.cross_entropy %logits, %labels : (tensor<4x10xf32>, tensor<4xi32>) -> tensor<f32>
     return %loss : tensor<f32>
