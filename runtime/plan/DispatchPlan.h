@@ -8,6 +8,9 @@
 // Every rank computes the same plan from the same all-gathered counts. See
 // docs/dispatch-plan.md for the rules and a worked example.
 //
+// Thread-safe: calls on different threads share no state (the working tables
+// are per thread).
+//
 //===----------------------------------------------------------------------===//
 #ifndef FLEXMOE_RUNTIME_PLAN_DISPATCHPLAN_H
 #define FLEXMOE_RUNTIME_PLAN_DISPATCHPLAN_H
@@ -76,13 +79,19 @@ struct DevicePlan {
 
 /// The dispatch plan of one step of one MoE layer.
 ///
-/// Using it on device d (dispatch direction; combine runs it backwards):
-///   pack:   for s in devices[d].sends: send[s.sendOffset..] =
-///   routed[s.srcOffset..] a2a:    Alltoallv(send, sendCounts, sendOffsets,
-///   recv, recvCounts, recvOffsets) unpack: for s in devices[d].recvs:
-///   slotMajor[s.slotOffset..] = recv[s.recvOffset..] moe.experts(slotMajor,
-///   slotCounts, ...)
-/// Each copy moves s.rows rows.
+/// Device d runs the dispatch direction as:
+///   1. pack: for each g in devices[d].sends, copy g.rows rows from the
+///      expert-grouped buffer at g.srcOffset to the send buffer at
+///      g.sendOffset;
+///   2. all-to-all: send with sendCounts/sendOffsets, receive with
+///      recvCounts/recvOffsets (MPI_Alltoallv, or NCCL send/recv pairs);
+///   3. unpack: for each g in devices[d].recvs, copy g.rows rows from the
+///      receive buffer at g.recvOffset to the slot-major buffer at
+///      g.slotOffset;
+///   4. compute: moe.experts on the slot-major buffer with slotCounts.
+/// The combine direction is the same three moves backwards: each copy with
+/// source and target swapped, the all-to-all with the send and receive
+/// tables swapped.
 struct DispatchPlan {
   int64_t worldSize = 0;
   int64_t slotsPerDevice = 0;
@@ -119,12 +128,20 @@ StatusOr<DispatchPlan>
 computeDispatchPlan(const Placement &placement, std::span<const int64_t> counts,
                     std::string_view layerName = "unnamed");
 
+/// For computeDispatchPlan's onlyDevice: every device's segments.
+inline constexpr int64_t kAllDevices = -1;
+
 /// The same, writing into `plan` and reusing its storage: a runtime that
-/// re-plans every step keeps one plan per layer and allocates nothing in the
-/// steady state. On error `plan` is left unspecified.
+/// plans every step keeps one plan per layer, whose vectors then only grow
+/// when a step needs more room than every step before. With onlyDevice = d,
+/// only devices[d] gets its `sends` and `recvs` (every other device's are left
+/// empty; all counts, offsets and summary numbers are still complete): what
+/// rank d needs, and W times fewer segments to write. On error `plan` is left
+/// unspecified.
 Status computeDispatchPlan(const Placement &placement,
                            std::span<const int64_t> counts, DispatchPlan &plan,
-                           std::string_view layerName = "unnamed");
+                           std::string_view layerName = "unnamed",
+                           int64_t onlyDevice = kAllDevices);
 
 } // namespace flexmoe::plan
 

@@ -22,9 +22,16 @@ Status flexmoe::plan::validatePlacement(const Placement &placement,
   if (placement.worldSize < 1)
     return errorf("world size of ", layer, " is ", placement.worldSize,
                   " but must be at least 1");
+  if (placement.worldSize > kMaxWorldSize)
+    return errorf("world size of ", layer, " is ", placement.worldSize,
+                  ", more than the ", kMaxWorldSize, " supported");
   if (placement.slotsPerDevice < 1)
     return errorf("slots per device of ", layer, " is ",
                   placement.slotsPerDevice, " but must be at least 1");
+  if (placement.slotsPerDevice > kMaxSlotsPerDevice)
+    return errorf("slots per device of ", layer, " is ",
+                  placement.slotsPerDevice, ", more than the ",
+                  kMaxSlotsPerDevice, " supported");
   if (placement.replicas.empty())
     return errorf(layer, " has no experts");
 

@@ -35,12 +35,19 @@ struct Placement {
   bool operator==(const Placement &) const = default;
 };
 
+/// Bounds on a placement's shape. They keep every table derived from it
+/// (slot tables are W x S, a dispatch plan's all-to-all matrix W x W)
+/// allocatable and every index product far from overflow, whatever a
+/// malformed program file says; real expert-parallel groups are far smaller.
+inline constexpr int64_t kMaxWorldSize = 4096;
+inline constexpr int64_t kMaxSlotsPerDevice = 4096;
+
 /// Checks what docs/IR.md requires of `#moe.placement`: world size and slots
-/// per device at least 1; at least one expert; every expert with at least one
-/// replica; device ids in [0, worldSize) and none listed twice for one expert;
-/// no device holding more than slotsPerDevice experts. Reports the first
-/// problem in the user's terms, e.g. "expert 3 of layer 'moe1' has no
-/// replica".
+/// per device at least 1 (and at most the bounds above); at least one expert;
+/// every expert with at least one replica; device ids in [0, worldSize) and
+/// none listed twice for one expert; no device holding more than slotsPerDevice
+/// experts. Reports the first problem in the user's terms, e.g. "expert 3 of
+/// layer 'moe1' has no replica".
 Status validatePlacement(const Placement &placement,
                          std::string_view layerName);
 

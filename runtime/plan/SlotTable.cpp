@@ -13,8 +13,10 @@ int64_t SlotTable::slotOf(int64_t device, int64_t expert) const {
 
 SlotTable flexmoe::plan::buildSlotTable(const Placement &placement) {
   SlotTable table;
-  table.worldSize = std::max<int64_t>(0, placement.worldSize);
-  table.slotsPerDevice = std::max<int64_t>(0, placement.slotsPerDevice);
+  // Clamped so that even an unchecked placement gives a table that fits.
+  table.worldSize = std::clamp<int64_t>(placement.worldSize, 0, kMaxWorldSize);
+  table.slotsPerDevice =
+      std::clamp<int64_t>(placement.slotsPerDevice, 0, kMaxSlotsPerDevice);
   table.numExperts = placement.numExperts();
   table.slotExpert.assign(table.worldSize,
                           std::vector<int64_t>(table.slotsPerDevice, -1));

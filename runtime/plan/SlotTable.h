@@ -34,7 +34,8 @@ struct SlotTable {
 
 /// Builds the slot table of a placement that passes validatePlacement. For one
 /// that does not, the table is well-formed but meaningless: out-of-range
-/// devices are ignored and experts beyond a device's last slot get no slot.
+/// devices are ignored, experts beyond a device's last slot get no slot, and
+/// the shape is clamped to the bounds of Placement.h.
 SlotTable buildSlotTable(const Placement &placement);
 
 /// One replica of an expert: the device and the local slot that holds it.

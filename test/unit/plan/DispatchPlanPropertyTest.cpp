@@ -7,89 +7,19 @@
 //===----------------------------------------------------------------------===//
 #include "runtime/plan/DispatchPlan.h"
 #include "runtime/plan/SlotTable.h"
+#include "test/unit/plan/RandomPlacement.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <numeric>
-#include <random>
 #include <tuple>
 
 using namespace flexmoe;
 using namespace flexmoe::plan;
+using namespace flexmoe::plan::test;
 
 namespace {
-
-using Rows = std::vector<std::vector<int64_t>>;
-using Vec = std::vector<int64_t>;
-
-/// Uniform in [lo, hi]; plain modulo so that the cases are the same with
-/// every standard library.
-int64_t uniform(std::mt19937_64 &rng, int64_t lo, int64_t hi) {
-  return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1));
-}
-
-template <typename T> void shuffle(std::mt19937_64 &rng, std::vector<T> &v) {
-  for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i)
-    std::swap(v[i], v[uniform(rng, 0, i)]);
-}
-
-/// A random valid placement: 1..16 devices, 1..64 experts, a few spare slots,
-/// and extra replicas wherever they fit.
-Placement randomPlacement(std::mt19937_64 &rng) {
-  Placement placement;
-  int64_t W = uniform(rng, 1, 16), E = uniform(rng, 1, 64);
-  placement.worldSize = W;
-  placement.slotsPerDevice = (E + W - 1) / W + uniform(rng, 0, 3);
-  placement.replicas.assign(E, {});
-  Vec freeSlots(W, placement.slotsPerDevice);
-  std::vector<char> holds(W * E, 0);
-  auto put = [&](int64_t e, int64_t d) {
-    placement.replicas[e].push_back(d);
-    --freeSlots[d];
-    holds[d * E + e] = 1;
-  };
-  Vec experts(E);
-  std::iota(experts.begin(), experts.end(), 0);
-  shuffle(rng, experts);
-  for (int64_t e : experts) {
-    Vec open;
-    for (int64_t d = 0; d < W; ++d)
-      if (freeSlots[d] > 0)
-        open.push_back(d);
-    put(e, open[uniform(rng, 0, static_cast<int64_t>(open.size()) - 1)]);
-  }
-  int64_t attempts = uniform(rng, 0, W * placement.slotsPerDevice);
-  for (int64_t i = 0; i < attempts; ++i) {
-    int64_t e = uniform(rng, 0, E - 1), d = uniform(rng, 0, W - 1);
-    if (freeSlots[d] > 0 && !holds[d * E + e])
-      put(e, d);
-  }
-  for (Vec &devices : placement.replicas)
-    shuffle(rng, devices);
-  return placement;
-}
-
-/// Random counts of several shapes: uniform, a few hot experts, mostly
-/// zeros, or nothing at all.
-Rows randomCounts(std::mt19937_64 &rng, const Placement &placement) {
-  int64_t W = placement.worldSize, E = placement.numExperts();
-  Rows counts(W, Vec(E, 0));
-  int64_t shape = uniform(rng, 0, 9);
-  if (shape == 0)
-    return counts;
-  Vec hot(E, 1);
-  if (shape <= 3)
-    for (int64_t i = 0; i < 3; ++i)
-      hot[uniform(rng, 0, E - 1)] = 40;
-  for (int64_t src = 0; src < W; ++src)
-    for (int64_t e = 0; e < E; ++e) {
-      if (shape >= 8 && uniform(rng, 0, 3) != 0)
-        continue;
-      counts[src][e] = uniform(rng, 0, 12) * hot[e];
-    }
-  return counts;
-}
 
 bool holdsReplica(const Placement &placement, int64_t device, int64_t expert) {
   const Vec &devices = placement.replicas[expert];
@@ -146,8 +76,9 @@ void checkInvariants(const Placement &placement, const Rows &counts,
         EXPECT_LT(std::tie(prev.dst, prev.slot), std::tie(seg.dst, seg.slot));
       }
       EXPECT_EQ(seg.sendOffset, sendPos);
-      if (sentTo[seg.dst] == 0)
+      if (sentTo[seg.dst] == 0) {
         EXPECT_EQ(seg.sendOffset, from.sendOffsets[seg.dst]);
+      }
       EXPECT_EQ(seg.srcOffset, groupPos[seg.expert]);
       sendPos += seg.rows;
       groupPos[seg.expert] += seg.rows;
@@ -192,8 +123,9 @@ void checkInvariants(const Placement &placement, const Rows &counts,
     EXPECT_LE(maxLoad - minLoad, 1) << "expert " << e;
     for (int64_t src = 0; src < W; ++src)
       for (int64_t dst = 0; dst < W; ++dst)
-        if (!holdsReplica(placement, dst, e))
+        if (!holdsReplica(placement, dst, e)) {
           EXPECT_EQ(rowsTo[src][e][dst], 0);
+        }
   }
 
   // Receive side.
@@ -231,8 +163,9 @@ void checkInvariants(const Placement &placement, const Rows &counts,
     for (int64_t src = 0; src < W; ++src)
       EXPECT_EQ(recvPos[src], to.recvOffsets[src] + to.recvCounts[src]);
     for (int64_t s = 0; s < S; ++s)
-      if (slots.slotExpert[dst][s] < 0)
+      if (slots.slotExpert[dst][s] < 0) {
         EXPECT_EQ(to.slotCounts[s], 0);
+      }
     EXPECT_EQ(plan.load[dst], to.recvRows);
     maxLoad = std::max(maxLoad, static_cast<double>(to.recvRows));
     received.insert(received.end(), to.recvs.begin(), to.recvs.end());
@@ -280,6 +213,21 @@ TEST(DispatchPlanProperties, RandomPlacementsAndCounts) {
     for (Vec &devices : reordered.replicas)
       shuffle(rng, devices);
     EXPECT_EQ(*computeDispatchPlan(reordered, counts), *plan);
+
+    // One rank's plan: the same, less the other devices' segments. Computed
+    // into the reused plan first, so the full plan after it must clear them.
+    int64_t only = uniform(rng, 0, placement.worldSize - 1);
+    ASSERT_TRUE(
+        computeDispatchPlan(placement, flatten(counts), reused, "moe1", only)
+            .isOk());
+    DispatchPlan expected = *plan;
+    for (int64_t d = 0; d < placement.worldSize; ++d) {
+      if (d == only)
+        continue;
+      expected.devices[d].sends.clear();
+      expected.devices[d].recvs.clear();
+    }
+    EXPECT_EQ(reused, expected);
     ASSERT_TRUE(computeDispatchPlan(placement, flatten(counts), reused).isOk());
     EXPECT_EQ(reused, *plan);
   }
@@ -336,8 +284,8 @@ void simulate(const Placement &placement, const Rows &counts,
   };
   // The all-to-all: block (src -> dst) moves from send[src] at
   // sendOffsets[dst] to recv[dst] at recvOffsets[src].
-  auto allToAll = [&](const std::vector<Buffer> &in,
-                      std::vector<Buffer> &out, bool combine) {
+  auto allToAll = [&](const std::vector<Buffer> &in, std::vector<Buffer> &out,
+                      bool combine) {
     for (int64_t a = 0; a < W; ++a)
       for (int64_t b = 0; b < W; ++b) {
         // Dispatch: a is the source, b the destination; combine reverses.
@@ -370,8 +318,7 @@ void simulate(const Placement &placement, const Rows &counts,
   allToAll(send, recv, /*combine=*/false);
   for (int64_t dst = 0; dst < W; ++dst)
     for (const Segment &seg : plan.devices[dst].recvs)
-      copy(recv[dst], seg.recvOffset, slotMajor[dst], seg.slotOffset,
-           seg.rows);
+      copy(recv[dst], seg.recvOffset, slotMajor[dst], seg.slotOffset, seg.rows);
 
   // Every row sits in a slot that holds its expert, sources ascending within
   // a slot, and every token arrived exactly once.
@@ -386,8 +333,8 @@ void simulate(const Placement &placement, const Rows &counts,
       for (int64_t row = to.slotOffsets[s];
            row < to.slotOffsets[s] + to.slotCounts[s]; ++row) {
         Token &token = slotMajor[dst][row];
-        ASSERT_GE(token.src, 0) << "row " << row << " of device " << dst
-                                << " was never written";
+        ASSERT_GE(token.src, 0)
+            << "row " << row << " of device " << dst << " was never written";
         EXPECT_EQ(token.expert, slots.slotExpert[dst][s]);
         EXPECT_GE(token.src, lastSrc);
         lastSrc = token.src;
@@ -448,7 +395,7 @@ TEST(DispatchPlanProperties, EndToEndOnTheWorkedExample) {
   placement.worldSize = 4;
   placement.slotsPerDevice = 2;
   placement.replicas = {{0}, {1}, {2, 3}, {3}};
-  Rows counts = {{3, 1, 6, 0}, {0, 2, 5, 1}, {1, 0, 2, 2}, {2, 1, 0, 3}};
+  Rows counts = {{3, 1, 6, 1}, {0, 2, 5, 1}, {1, 0, 2, 2}, {2, 1, 0, 3}};
   StatusOr<DispatchPlan> plan = computeDispatchPlan(placement, counts);
   ASSERT_TRUE(plan.isOk());
   simulate(placement, counts, *plan);

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 using namespace flexmoe;
 using namespace flexmoe::plan;
 
@@ -46,7 +48,7 @@ std::string errorOf(const Placement &placement, const Rows &counts) {
 class WorkedExample : public ::testing::Test {
 protected:
   Placement placement = makePlacement(4, 2, {{0}, {1}, {2, 3}, {3}});
-  Rows counts = {{3, 1, 6, 0}, {0, 2, 5, 1}, {1, 0, 2, 2}, {2, 1, 0, 3}};
+  Rows counts = {{3, 1, 6, 1}, {0, 2, 5, 1}, {1, 0, 2, 2}, {2, 1, 0, 3}};
   DispatchPlan plan = planOrDie(placement, counts);
 };
 
@@ -54,10 +56,10 @@ TEST_F(WorkedExample, Summary) {
   EXPECT_EQ(plan.worldSize, 4);
   EXPECT_EQ(plan.slotsPerDevice, 2);
   EXPECT_EQ(plan.numExperts, 4);
-  EXPECT_EQ(plan.load, (Vec{6, 4, 7, 12}));
-  EXPECT_EQ(plan.totalRows, 29);
-  EXPECT_EQ(plan.crossDeviceRows, 19);
-  EXPECT_DOUBLE_EQ(plan.balanceRatio, 12.0 / (29.0 / 4.0));
+  EXPECT_EQ(plan.load, (Vec{6, 4, 7, 13}));
+  EXPECT_EQ(plan.totalRows, 30);
+  EXPECT_EQ(plan.crossDeviceRows, 20);
+  EXPECT_DOUBLE_EQ(plan.balanceRatio, 13.0 / (30.0 / 4.0));
 }
 
 TEST_F(WorkedExample, SendSide) {
@@ -65,29 +67,30 @@ TEST_F(WorkedExample, SendSide) {
   EXPECT_EQ(d0.sends, (std::vector<Segment>{seg(0, 0, 0, 0, 3, 0, 0, 0, 0),
                                             seg(1, 0, 1, 0, 1, 3, 3, 0, 0),
                                             seg(2, 0, 2, 0, 5, 4, 4, 0, 0),
-                                            seg(2, 0, 3, 0, 1, 9, 9, 0, 0)}));
-  EXPECT_EQ(d0.sendCounts, (Vec{3, 1, 5, 1}));
+                                            seg(2, 0, 3, 0, 1, 9, 9, 0, 0),
+                                            seg(3, 0, 3, 1, 1, 10, 10, 1, 6)}));
+  EXPECT_EQ(d0.sendCounts, (Vec{3, 1, 5, 2}));
   EXPECT_EQ(d0.sendOffsets, (Vec{0, 3, 4, 9}));
-  EXPECT_EQ(d0.sendRows, 10);
+  EXPECT_EQ(d0.sendRows, 11);
 
   const DevicePlan &d1 = plan.devices[1];
   EXPECT_EQ(d1.sends, (std::vector<Segment>{seg(1, 1, 1, 0, 2, 0, 0, 1, 1),
-                                            seg(2, 1, 3, 0, 5, 2, 2, 1, 1),
-                                            seg(3, 1, 3, 1, 1, 7, 7, 6, 6)}));
+                                            seg(2, 1, 3, 0, 5, 2, 2, 2, 1),
+                                            seg(3, 1, 3, 1, 1, 7, 7, 7, 7)}));
   EXPECT_EQ(d1.sendCounts, (Vec{0, 2, 0, 6}));
   EXPECT_EQ(d1.sendOffsets, (Vec{0, 0, 2, 2}));
 
   const DevicePlan &d2 = plan.devices[2];
   EXPECT_EQ(d2.sends, (std::vector<Segment>{seg(0, 2, 0, 0, 1, 0, 0, 3, 3),
                                             seg(2, 2, 2, 0, 2, 1, 1, 5, 5),
-                                            seg(3, 2, 3, 1, 2, 3, 3, 7, 7)}));
+                                            seg(3, 2, 3, 1, 2, 3, 3, 8, 8)}));
   EXPECT_EQ(d2.sendCounts, (Vec{1, 0, 2, 2}));
   EXPECT_EQ(d2.sendOffsets, (Vec{0, 1, 1, 3}));
 
   const DevicePlan &d3 = plan.devices[3];
   EXPECT_EQ(d3.sends, (std::vector<Segment>{seg(0, 3, 0, 0, 2, 0, 0, 4, 4),
                                             seg(1, 3, 1, 0, 1, 2, 2, 3, 3),
-                                            seg(3, 3, 3, 1, 3, 3, 3, 9, 9)}));
+                                            seg(3, 3, 3, 1, 3, 3, 3, 10, 10)}));
   EXPECT_EQ(d3.sendCounts, (Vec{2, 1, 0, 3}));
   EXPECT_EQ(d3.sendOffsets, (Vec{0, 2, 3, 3}));
 }
@@ -107,20 +110,21 @@ TEST_F(WorkedExample, ReceiveSide) {
   EXPECT_EQ(d2.recvOffsets, (Vec{0, 5, 5, 7}));
   EXPECT_EQ(d2.slotCounts, (Vec{7, 0}));
 
-  // Device 3 holds both replicas' second half: expert 2 in slot 0, expert 3
-  // in slot 1. Source 1 sends to both slots, so its rows are not contiguous
-  // in the slot-major buffer.
+  // Device 3 holds expert 2's second replica in slot 0 and expert 3 in slot
+  // 1. Sources 0 and 1 send to both slots, so the receive buffer (by source)
+  // and the slot-major buffer (by slot) differ.
   const DevicePlan &d3 = plan.devices[3];
-  EXPECT_EQ(d3.recvCounts, (Vec{1, 6, 2, 3}));
-  EXPECT_EQ(d3.recvOffsets, (Vec{0, 1, 7, 9}));
-  EXPECT_EQ(d3.slotCounts, (Vec{6, 6}));
+  EXPECT_EQ(d3.recvCounts, (Vec{2, 6, 2, 3}));
+  EXPECT_EQ(d3.recvOffsets, (Vec{0, 2, 8, 10}));
+  EXPECT_EQ(d3.slotCounts, (Vec{6, 7}));
   EXPECT_EQ(d3.slotOffsets, (Vec{0, 6}));
-  EXPECT_EQ(d3.recvRows, 12);
+  EXPECT_EQ(d3.recvRows, 13);
   EXPECT_EQ(d3.recvs, (std::vector<Segment>{seg(2, 0, 3, 0, 1, 9, 9, 0, 0),
-                                            seg(2, 1, 3, 0, 5, 2, 2, 1, 1),
-                                            seg(3, 1, 3, 1, 1, 7, 7, 6, 6),
-                                            seg(3, 2, 3, 1, 2, 3, 3, 7, 7),
-                                            seg(3, 3, 3, 1, 3, 3, 3, 9, 9)}));
+                                            seg(2, 1, 3, 0, 5, 2, 2, 2, 1),
+                                            seg(3, 0, 3, 1, 1, 10, 10, 1, 6),
+                                            seg(3, 1, 3, 1, 1, 7, 7, 7, 7),
+                                            seg(3, 2, 3, 1, 2, 3, 3, 8, 8),
+                                            seg(3, 3, 3, 1, 3, 3, 3, 10, 10)}));
 }
 
 TEST(DispatchPlan, LocalFirstBeatsAscendingOrder) {
@@ -226,6 +230,35 @@ TEST(DispatchPlan, ReusedPlanEqualsFreshPlan) {
   EXPECT_EQ(reused, *computeDispatchPlan(small, smallCounts));
   ASSERT_TRUE(computeDispatchPlan(big, bigCounts, reused).isOk());
   EXPECT_EQ(reused, *computeDispatchPlan(big, bigCounts));
+}
+
+TEST(DispatchPlan, OneDevicesSegmentsOnly) {
+  Placement placement = makePlacement(4, 2, {{0}, {1}, {2, 3}, {3}});
+  Vec counts = {3, 1, 6, 0, 0, 2, 5, 1, 1, 0, 2, 2, 2, 1, 0, 3};
+  StatusOr<DispatchPlan> full = computeDispatchPlan(placement, counts);
+  ASSERT_TRUE(full.isOk());
+  DispatchPlan plan;
+  ASSERT_TRUE(computeDispatchPlan(placement, counts, plan, "moe1", 3).isOk());
+  EXPECT_EQ(plan.devices[3], full->devices[3]);
+  for (int64_t d = 0; d < 3; ++d) {
+    EXPECT_TRUE(plan.devices[d].sends.empty()) << d;
+    EXPECT_TRUE(plan.devices[d].recvs.empty()) << d;
+    EXPECT_EQ(plan.devices[d].sendCounts, full->devices[d].sendCounts);
+    EXPECT_EQ(plan.devices[d].slotCounts, full->devices[d].slotCounts);
+  }
+  EXPECT_EQ(plan.load, full->load);
+  EXPECT_EQ(plan.crossDeviceRows, full->crossDeviceRows);
+}
+
+TEST(DispatchPlanErrors, OnlyDeviceOutOfRange) {
+  Placement placement = makePlacement(2, 1, {{0}, {1}});
+  Vec counts = {1, 1, 1, 1};
+  DispatchPlan plan;
+  Status status = computeDispatchPlan(placement, counts, plan, "moe1", 2);
+  ASSERT_FALSE(status.isOk());
+  EXPECT_EQ(status.message(),
+            "device 2 is out of range [0, 2) for the plan of layer 'moe1'");
+  EXPECT_FALSE(computeDispatchPlan(placement, counts, plan, "moe1", -2).isOk());
 }
 
 TEST(DispatchPlanErrors, InvalidPlacement) {

@@ -44,6 +44,16 @@ TEST(ValidatePlacement, RejectsSlotsBelowOne) {
             "slots per device of layer 'moe1' is 0 but must be at least 1");
 }
 
+TEST(ValidatePlacement, RejectsShapesBeyondTheBounds) {
+  EXPECT_EQ(errorOf(makePlacement(kMaxWorldSize + 1, 2, {{0}})),
+            "world size of layer 'moe1' is 4097, more than the 4096 supported");
+  EXPECT_EQ(errorOf(makePlacement(2, int64_t{1} << 40, {{0}})),
+            "slots per device of layer 'moe1' is 1099511627776, more than the "
+            "4096 supported");
+  EXPECT_EQ(errorOf(makePlacement(kMaxWorldSize, kMaxSlotsPerDevice, {{0}})),
+            "ok");
+}
+
 TEST(ValidatePlacement, RejectsNoExperts) {
   EXPECT_EQ(errorOf(makePlacement(2, 1, {})), "layer 'moe1' has no experts");
 }

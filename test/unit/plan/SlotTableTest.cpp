@@ -1,13 +1,16 @@
 //===- SlotTableTest.cpp - slot rule and replica groups -------------------===//
 #include "runtime/plan/SlotTable.h"
+#include "test/unit/plan/RandomPlacement.h"
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 using namespace flexmoe::plan;
 
 namespace {
 
-using Rows = std::vector<std::vector<int64_t>>;
+using test::Rows;
 
 Placement makePlacement(int64_t worldSize, int64_t slots, Rows replicas) {
   Placement placement;
@@ -47,8 +50,9 @@ TEST(SlotTable, SlotOfIsTheInverseOfSlotExpert) {
   for (int64_t d = 0; d < 3; ++d) {
     for (int64_t s = 0; s < 3; ++s) {
       int64_t e = table.slotExpert[d][s];
-      if (e >= 0)
+      if (e >= 0) {
         EXPECT_EQ(table.slotOf(d, e), s);
+      }
     }
     for (int64_t e = 0; e < 5; ++e) {
       int64_t s = table.slotOf(d, e);
@@ -56,8 +60,9 @@ TEST(SlotTable, SlotOfIsTheInverseOfSlotExpert) {
       for (int64_t r : placement.replicas[e])
         holds |= r == d;
       EXPECT_EQ(s >= 0, holds) << "device " << d << " expert " << e;
-      if (s >= 0)
+      if (s >= 0) {
         EXPECT_EQ(table.slotExpert[d][s], e);
+      }
     }
   }
 }
@@ -80,6 +85,11 @@ TEST(SlotTable, InvalidPlacementGivesAWellFormedTable) {
   SlotTable table = buildSlotTable(makePlacement(2, 1, {{0, 9}, {0}, {-1, 1}}));
   EXPECT_EQ(table.slotExpert, (Rows{{0}, {2}}));
   EXPECT_EQ(table.slotOf(0, 1), -1);
+
+  SlotTable huge = buildSlotTable(makePlacement(int64_t{1} << 40, -5, {{0}}));
+  EXPECT_EQ(huge.worldSize, kMaxWorldSize);
+  EXPECT_EQ(huge.slotsPerDevice, 0);
+  EXPECT_EQ(huge.slotOf(0, 0), -1);
 }
 
 TEST(ReplicaGroups, OnlyExpertsWithSeveralReplicas) {
@@ -113,6 +123,55 @@ TEST(ReplicaGroups, EveryDeviceHoldingEveryExpert) {
     EXPECT_EQ(groups[e].expert, e);
     EXPECT_EQ(groups[e].members,
               (std::vector<ReplicaMember>{{0, e}, {1, e}, {2, e}}));
+  }
+}
+
+TEST(SlotTable, SlotRuleOnRandomPlacements) {
+  for (uint64_t seed = 0; seed < 300; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    Placement placement = test::randomPlacement(rng);
+    SlotTable table = buildSlotTable(placement);
+    for (int64_t d = 0; d < placement.worldSize; ++d) {
+      // The experts d holds, in ascending id, then empty slots.
+      std::vector<int64_t> expected;
+      for (int64_t e = 0; e < placement.numExperts(); ++e)
+        for (int64_t r : placement.replicas[e])
+          if (r == d)
+            expected.push_back(e);
+      expected.resize(placement.slotsPerDevice, -1);
+      ASSERT_EQ(table.slotExpert[d], expected) << "device " << d;
+      for (int64_t s = 0; s < placement.slotsPerDevice; ++s)
+        if (expected[s] >= 0) {
+          EXPECT_EQ(table.slotOf(d, expected[s]), s);
+        }
+    }
+  }
+}
+
+TEST(ReplicaGroups, OnRandomPlacements) {
+  for (uint64_t seed = 0; seed < 300; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    Placement placement = test::randomPlacement(rng);
+    SlotTable table = buildSlotTable(placement);
+    std::vector<ReplicaGroup> groups = buildReplicaGroups(placement);
+    size_t next = 0;
+    for (int64_t e = 0; e < placement.numExperts(); ++e) {
+      std::vector<int64_t> devices = placement.replicas[e];
+      if (devices.size() < 2)
+        continue;
+      std::sort(devices.begin(), devices.end());
+      ASSERT_LT(next, groups.size());
+      const ReplicaGroup &group = groups[next++];
+      EXPECT_EQ(group.expert, e);
+      ASSERT_EQ(group.members.size(), devices.size());
+      for (size_t i = 0; i < devices.size(); ++i) {
+        EXPECT_EQ(group.members[i].device, devices[i]);
+        EXPECT_EQ(group.members[i].slot, table.slotOf(devices[i], e));
+      }
+    }
+    EXPECT_EQ(next, groups.size());
   }
 }
 
