@@ -17,6 +17,7 @@
 #include "llvm/Support/MathExtras.h"
 
 #include <cmath>
+#include <optional>
 
 namespace flexmoe {
 #define GEN_PASS_DEF_EXPANDMOELAYERS
@@ -32,8 +33,8 @@ namespace {
 /// the user wrote: the f32 `factor` is read back as the shortest decimal
 /// num / 10^scale that rounds to it (1.1f -> 11 / 10), so that a capacity
 /// that is an exact integer is not bumped by the f32 rounding error.
-int64_t expertCapacity(float factor, int64_t tokens, int64_t topK,
-                       int64_t experts) {
+std::optional<int64_t> expertCapacity(float factor, int64_t tokens,
+                                      int64_t topK, int64_t experts) {
   int64_t denominator = 1;
   for (int scale = 0; scale <= 6; ++scale, denominator *= 10) {
     double scaled = static_cast<double>(factor) * denominator;
@@ -51,9 +52,13 @@ int64_t expertCapacity(float factor, int64_t tokens, int64_t topK,
     return llvm::divideCeil(static_cast<uint64_t>(dividend),
                             static_cast<uint64_t>(divisor));
   }
-  // Factors with no short decimal form (or huge products): plain arithmetic.
-  return static_cast<int64_t>(
-      std::ceil(static_cast<double>(factor) * tokens * topK / experts));
+  // Factors with no short decimal form (or huge products): plain arithmetic,
+  // refusing capacities whose E·C rows would not fit a tensor dimension.
+  double capacity =
+      std::ceil(static_cast<double>(factor) * tokens * topK / experts);
+  if (!(capacity * experts < 0x1p62))
+    return std::nullopt;
+  return static_cast<int64_t>(capacity);
 }
 
 /// Marks an expert parameter (an argument of the enclosing function) with
@@ -99,8 +104,12 @@ LogicalResult expandLayer(LayerOp layer) {
   int64_t topK = layer.getTopKAttr().getInt();
   int64_t numExperts = layer.getNumExpertsAttr().getInt();
   float factor = layer.getCapacityFactor().convertToFloat();
-  int64_t capacity =
+  std::optional<int64_t> capacity =
       factor == 0.0f ? 0 : expertCapacity(factor, tokens, topK, numExperts);
+  if (!capacity)
+    return layer.emitOpError()
+           << "capacity_factor " << factor << " gives layer '"
+           << layer.getName() << "' more routed rows than fit in a tensor";
 
   for (auto [param, what] : {std::pair<Value, StringRef>{layer.getW1(), "w1"},
                              {layer.getB1(), "b1"},
@@ -113,7 +122,7 @@ LogicalResult expandLayer(LayerOp layer) {
   Location loc = layer.getLoc();
   StringAttr layerName = layer.getNameAttr();
   PlacementAttr placement = layer.getPlacementAttr();
-  IntegerAttr capacityAttr = b.getI64IntegerAttr(capacity);
+  IntegerAttr capacityAttr = b.getI64IntegerAttr(*capacity);
 
   Value flat = b.create<flexmoe::nn::ReshapeOp>(
       loc, RankedTensorType::get({tokens, model}, element), layer.getX());

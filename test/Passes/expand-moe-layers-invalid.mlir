@@ -60,3 +60,16 @@ func.func @shared(%x: tensor<2x8x16xf32>, %wg: tensor<16x4xf32>, %w1: tensor<4x1
          tensor<4x32x16xf32>, tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>)
   return
 }
+
+// -----
+
+func.func @huge_capacity(%x: tensor<2x8x16xf32>, %wg: tensor<16x4xf32>, %w1: tensor<4x16x32xf32>,
+                         %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) {
+  // expected-error @+1 {{capacity_factor 1.000000e+30 gives layer 'moe1' more routed rows than fit in a tensor}}
+  %y, %aux = moe.layer %x, %wg, %w1, %b1, %w2, %b2
+      {name = "moe1", num_experts = 4 : i64, top_k = 2 : i64, ffn_hidden = 32 : i64,
+       capacity_factor = 1.0e30 : f32, aux_loss_coef = 0.01 : f32}
+      : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>,
+         tensor<4x32x16xf32>, tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>)
+  return
+}

@@ -12,6 +12,7 @@
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/MathExtras.h"
 
 using namespace mlir;
 using namespace flexmoe::moe;
@@ -34,10 +35,21 @@ Type elementTypeOf(Value value) {
   return cast<TensorType>(value.getType()).getElementType();
 }
 
+/// lhs · rhs, dynamic when either is or when the product overflows.
 int64_t mulDims(int64_t lhs, int64_t rhs) {
-  if (ShapedType::isDynamic(lhs) || ShapedType::isDynamic(rhs))
+  int64_t product;
+  if (ShapedType::isDynamic(lhs) || ShapedType::isDynamic(rhs) ||
+      llvm::MulOverflow(lhs, rhs, product))
     return kDynamic;
-  return lhs * rhs;
+  return product;
+}
+
+/// A size taken from an attribute; a value the verifier rejects (< 1) is
+/// left dynamic so that inference never builds an invalid tensor type.
+int64_t sizeFromAttr(IntegerAttr attr) {
+  if (!attr || attr.getInt() < 1)
+    return kDynamic;
+  return attr.getInt();
 }
 
 RankedTensorType tensorOf(ArrayRef<int64_t> shape, Type elementType) {
@@ -250,8 +262,7 @@ LogicalResult GateOp::inferReturnTypes(MLIRContext *context,
   Value x = adaptor.getX();
   int64_t tokens = dimOf(x, 0);
   int64_t experts = dimOf(adaptor.getGateWeight(), 1);
-  int64_t topK =
-      adaptor.getTopKAttr() ? adaptor.getTopKAttr().getInt() : kDynamic;
+  int64_t topK = sizeFromAttr(adaptor.getTopKAttr());
   Type element = elementTypeOf(x);
   inferred.push_back(tensorOf({tokens, experts}, element));
   inferred.push_back(i32TensorOf(context, {tokens, topK}));
@@ -365,9 +376,7 @@ LogicalResult DispatchOp::inferReturnTypes(MLIRContext *context,
   if (ShapedType::isDynamic(tokens))
     tokens = dimOf(ids, 0);
   int64_t topK = dimOf(ids, 1);
-  int64_t experts = adaptor.getNumExpertsAttr()
-                        ? adaptor.getNumExpertsAttr().getInt()
-                        : kDynamic;
+  int64_t experts = sizeFromAttr(adaptor.getNumExpertsAttr());
   int64_t capacity =
       adaptor.getCapacityAttr() ? adaptor.getCapacityAttr().getInt() : 0;
   int64_t rows =
@@ -386,6 +395,12 @@ LogicalResult DispatchOp::verify() {
   if (getCapacityAttr().getInt() < 0)
     return emitOpError() << "capacity must be >= 0 (0 = dropless), got "
                          << getCapacityAttr().getInt();
+  if (getCapacityAttr().getInt() > 0 &&
+      ShapedType::isDynamic(mulDims(numExperts, getCapacityAttr().getInt())))
+    return emitOpError() << "capacity " << getCapacityAttr().getInt() << " for "
+                         << numExperts
+                         << " experts gives more routed rows than fit in a "
+                            "tensor dimension";
   ShapeChecker shapes(*this);
   if (failed(verifyLayerName(*this, getLayer())) ||
       failed(shapes.match("x", getX(), {"T", "D"})) ||
@@ -489,10 +504,17 @@ static LogicalResult verifyExpertsCommon(OpT op, ShapeChecker &shapes) {
     return failure();
   int64_t rows = shapes.get("N"), groups = shapes.get("G");
   if (capacity > 0 && !ShapedType::isDynamic(rows) &&
-      !ShapedType::isDynamic(groups) && rows != groups * capacity)
-    return op.emitOpError() << "routed has " << rows << " rows but " << groups
-                            << " groups of capacity " << capacity << " need "
-                            << groups * capacity;
+      !ShapedType::isDynamic(groups)) {
+    int64_t needed = mulDims(groups, capacity);
+    if (rows != needed) {
+      InFlightDiagnostic diag =
+          op.emitOpError() << "routed has " << rows << " rows but " << groups
+                           << " groups of capacity " << capacity << " need ";
+      if (ShapedType::isDynamic(needed))
+        return diag << "more than fit in a tensor dimension";
+      return diag << needed;
+    }
+  }
   // Before partitioning the groups are the layer's experts, after it the
   // device's local slots.
   PlacementAttr placement = op.getPlacementAttr();

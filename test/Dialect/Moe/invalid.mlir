@@ -422,3 +422,19 @@ func.func @f(%g: tensor<8xi32>) {
   %r = moe.all_reduce %g {reduction = "sum"} : (tensor<8xi32>) -> tensor<8xi32>
   return
 }
+
+// -----
+
+func.func @f(%x: tensor<16x16xf32>, %i: tensor<16x2xi32>) {
+  // expected-error @+1 {{capacity 4611686018427387904 for 4 experts gives more routed rows than fit in a tensor dimension}}
+  %r, %p, %c = moe.dispatch %x, %i {layer = "moe1", num_experts = 4 : i64, capacity = 4611686018427387904 : i64} : (tensor<16x16xf32>, tensor<16x2xi32>) -> (tensor<?x16xf32>, tensor<16x2xi32>, tensor<4xi32>)
+  return
+}
+
+// -----
+
+func.func @f(%r: tensor<32x16xf32>, %c: tensor<4xi32>, %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) {
+  // expected-error @+1 {{routed has 32 rows but 4 groups of capacity 4611686018427387904 need more than fit in a tensor dimension}}
+  %o = moe.experts %r, %c, %w1, %b1, %w2, %b2 {layer = "moe1", capacity = 4611686018427387904 : i64} : (tensor<32x16xf32>, tensor<4xi32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<32x16xf32>
+  return
+}

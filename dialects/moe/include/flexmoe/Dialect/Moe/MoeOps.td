@@ -129,8 +129,9 @@ def Moe_AuxLossOp : Moe_PureOp<"aux_loss"> {
   let summary = "load-balancing loss of a gate";
   let description = [{
     The Switch-Transformer load-balancing loss
-    `coef · E · sum_e f_e · P_e`, where `f_e` is the fraction of token
-    choices routed to expert `e` and `P_e` the mean gate probability of `e`.
+    `coef · E · sum_e f_e · P_e`, where `f_e` is the fraction of the `T·k`
+    token choices routed to expert `e` and `P_e` the mean over tokens of
+    `probs[t][e]`.
 
     ```mlir
     %aux = moe.aux_loss %probs, %ids {layer = "moe1", coef = 0.01 : f32}
@@ -146,6 +147,9 @@ def Moe_AuxLossOp : Moe_PureOp<"aux_loss"> {
 def Moe_AuxLossGradOp : Moe_PureOp<"aux_loss_grad"> {
   let summary = "gradient of moe.aux_loss with respect to the probabilities";
   let description = [{
+    The routing fractions `f_e` are not differentiated:
+    `d_probs[t][e] = dloss · coef · E · f_e / T`.
+
     ```mlir
     %dprobs = moe.aux_loss_grad %probs, %ids, %dloss {layer = "moe1", coef = 0.01 : f32}
         : (tensor<16x4xf32>, tensor<16x2xi32>, tensor<f32>) -> tensor<16x4xf32>
