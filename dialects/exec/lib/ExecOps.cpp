@@ -119,7 +119,7 @@ const OpcodeSpec kSpecs[] = {
     op("nn.fill", "", "f", kFill),
     op("nn.adamw", "ffff", "fff", kAdamW),
     op("moe.gate", "ff", "fif", kGate, true),
-    op("moe.gate_grad", "ffifff", "ff", kGate, true),
+    op("moe.gate_grad", "fffiff", "ff", kGate, true),
     op("moe.aux_loss", "fi", "f", kAuxLoss, true),
     op("moe.aux_loss_grad", "fif", "f", kAuxLoss, true),
     op("moe.dispatch", "fi", "fii", kDispatch, true),
