@@ -71,7 +71,8 @@ constexpr std::array kOpInfos = {
     /*ExpertsGrad*/
     fixed("moe.experts_grad", "fifffff", "fffff", OpAttrs::ExpertsAttrs, true),
     /*Combine*/ fixed("moe.combine", "fif", "f", OpAttrs::NONE, true),
-    /*CombineGrad*/ fixed("moe.combine_grad", "fiff", "ff", OpAttrs::NONE, true),
+    /*CombineGrad*/
+    fixed("moe.combine_grad", "fiff", "ff", OpAttrs::NONE, true),
     /*AllToAllDispatch*/
     fixed("moe.all_to_all", "fi", "fi", OpAttrs::NONE, true),
     /*AllToAllCombine*/
