@@ -40,9 +40,14 @@
 // CHECK: exec.buffer gradient "fill.13"
 // CHECK: exec.buffer gradient "all_to_all.18.0" {{.*}} : !exec.buffer<16x8xf32>
 // CHECK-NEXT: exec.buffer activation "all_to_all.18.1" {{.*}} : !exec.buffer<2xi32>
+// Expert gradients that AdamW consumes belong to the layer, back to
+// experts_grad; db1 (no AdamW here) does not.
+// CHECK: exec.buffer gradient "experts_grad.19.1" {{.*}} {layer = @moe1} : !exec.buffer<2x8x16xf32>
+// CHECK-NEXT: exec.buffer gradient "experts_grad.19.2" offset {{[0-9]+}} size 128 : !exec.buffer<2x16xf32>
 // CHECK: %[[DWTE:.*]] = exec.buffer gradient "embedding_grad.23"
 // CHECK: %[[DWTER:.*]] = exec.buffer gradient "all_reduce.24"
 // CHECK-NEXT: exec.collective all_reduce_mean ins(%[[DWTE]] : !exec.buffer<16x8xf32>) outs(%[[DWTER]] : !exec.buffer<16x8xf32>)
+// CHECK: exec.buffer gradient "scale.25" {{.*}} {layer = @moe1}
 // CHECK: exec.kernel scale ins(%{{.*}}) outs(%[[DW1S:.*]] : !exec.buffer<2x8x16xf32>) {factor = 5.000000e-01 : f32}
 // The expert gradient that reaches AdamW belongs to the layer.
 // CHECK: %[[DW1R:.*]] = exec.buffer gradient "replica_grad_sync.26" {{.*}} {layer = @moe1}
