@@ -155,3 +155,20 @@ func.func @train_step(%p: tensor<4x4xf32> {nn.param = "p", nn.init = "ones"},
   %q2 = nn.matmul %q, %q : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
   return %loss, %p2, %q2 : tensor<f32>, tensor<4x4xf32>, tensor<4x4xf32>
 }
+
+// -----
+
+// A reshape whose result is the loss gets a buffer of its own: a view of the
+// source with the loss's shape, copied into the loss buffer.
+
+// CHECK-LABEL: exec.program @train_step
+// CHECK: %[[S:.*]] = exec.buffer activation "reduce_sum.0" {{.*}} : !exec.buffer<1xf32>
+// CHECK: %[[L:.*]] = exec.buffer loss "reshape.1" {{.*}} : !exec.buffer<f32>
+// CHECK-NEXT: %[[V:.*]] = exec.view %[[S]] "reshape.1.in" : !exec.buffer<1xf32> -> !exec.buffer<f32>
+// CHECK-NEXT: exec.kernel copy ins(%[[V]] : !exec.buffer<f32>) outs(%[[L]] : !exec.buffer<f32>)
+func.func @train_step(%p: tensor<4xf32> {nn.param = "p", nn.init = "ones"})
+    -> (tensor<f32> {nn.output = "loss"}) {
+  %s = nn.reduce_sum %p {dims = array<i64: 0>, keep_dims = true} : (tensor<4xf32>) -> tensor<1xf32>
+  %loss = nn.reshape %s : (tensor<1xf32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
