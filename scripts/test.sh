@@ -5,5 +5,14 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 build_dir=${FLEXMOE_BUILD_DIR:-build}
+jobs=${FLEXMOE_JOBS:-$(nproc)}
+
+# The runtime and the plan library on their own, with no MLIR or LLVM in
+# sight: proves they build and link without them (DESIGN.md, principle 1).
+cmake -S . -B "$build_dir-runtime" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DFLEXMOE_BUILD_COMPILER=OFF >/dev/null
+cmake --build "$build_dir-runtime" -j "$jobs" --target flexmoe_runtime flexmoe-unittests
+
+# Everything: lit (dialects, passes, tools) and the GoogleTests.
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build_dir" --target check
+cmake --build "$build_dir" -j "$jobs" --target check

@@ -155,14 +155,34 @@ def SpmdPartition : Pass<"spmd-partition", "mlir::ModuleOp"> {
 
 def LowerToExec : Pass<"lower-to-exec", "mlir::ModuleOp"> {
   let summary = "Lower the partitioned training step to the exec dialect";
+  let description = [{
+    Replaces Stage 5 `func.func @train_step` (docs/IR.md) by an
+    `exec.program @train_step`: one `exec.buffer` per tensor value
+    (arguments become parameter, optimizer-state and input buffers according
+    to their `nn.param` / `nn.opt_state` / `nn.input` attributes), one
+    `exec.kernel` or `exec.collective` per nn / moe op in program order, and
+    one `exec.moe_layer` per MoE layer with its `#moe.placement`.
+    `nn.reshape` becomes an `exec.view` of its input (no copy). A result
+    with `nn.updates = i` is written straight into argument `i`'s buffer
+    when that is safe (the argument is not read afterwards, and the producer
+    is elementwise if it reads it); otherwise an `exec.kernel copy` at the
+    end writes it back. Buffers get disjoint, 64-byte aligned offsets;
+    `exec-buffer-reuse` packs them.
+  }];
+  let dependentDialects = ["::flexmoe::exec::ExecDialect"];
 }
 
 def BufferReuse : Pass<"exec-buffer-reuse", "mlir::ModuleOp"> {
   let summary = "Assign arena offsets to exec buffers, reusing dead ones";
   let description = [{
-    Liveness-based memory planning: activation buffers whose live ranges do
-    not overlap share arena space; persistent buffers (parameters, optimizer
-    state, inputs) keep their own.
+    Liveness-based memory planning over the instruction stream of every
+    `exec.program`. A buffer is live from the first to the last instruction
+    that touches it or a view of it (the loss until the end of the step).
+    Persistent buffers (parameters, optimizer state, inputs) are laid out
+    first, one after the other; activation, gradient, loss and scratch
+    buffers whose live ranges do not overlap share the space after them,
+    placed greedily, largest first, into the smallest gap that fits (best
+    fit), 64-byte aligned. Sets every offset and the program's arena_size.
   }];
 }
 
