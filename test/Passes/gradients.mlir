@@ -203,3 +203,20 @@ func.func @forward(%w: tensor<4xf32> {nn.param = "w"},
   %loss = nn.reduce_sum %w {dims = array<i64: 0>} : (tensor<4xf32>) -> tensor<f32>
   return %loss : tensor<f32>
 }
+
+// -----
+
+// A loss that depends on no parameter: nothing is differentiated (not even
+// the op without a gradient rule), every parameter gets a zero gradient.
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME:    %[[X:[^:]*]]: tensor<4xf32> {nn.input = "x"}, %[[W:[^:]*]]: tensor<4xf32> {nn.param = "w"}
+// CHECK-NOT:     nn.fill {value = 1.000000e+00
+// CHECK:         %[[ZERO:.*]] = nn.fill {value = 0.000000e+00 : f32} : () -> tensor<4xf32>
+// CHECK:         nn.adamw %[[W]], %[[ZERO]],
+func.func @forward(%x: tensor<4xf32> {nn.input = "x"},
+                   // expected-warning @+1 {{parameter 'w' does not affect the loss; its gradient is zero}}
+                   %w: tensor<4xf32> {nn.param = "w"}) -> tensor<f32> {
+  %g = nn.gelu_grad %x, %x : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+  %loss = nn.reduce_sum %g {dims = array<i64: 0>} : (tensor<4xf32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
