@@ -80,7 +80,30 @@ def BuildTrainStep : Pass<"build-train-step", "mlir::ModuleOp"> {
     Turns `func.func @forward(...) -> tensor<f32>` (the loss) into
     `func.func @train_step` computing the loss, the gradient of every
     parameter through the ops' GradientOpInterface rules, and the AdamW
-    update of parameters and fp32 optimizer state.
+    update of parameters and fp32 optimizer state (docs/IR.md, Stage 4).
+
+    Arguments of `@train_step`: the inputs (`nn.input`) and the parameters
+    (`nn.param`), each in `@forward`'s order, then the AdamW first moments
+    and second moments, one per parameter (`nn.opt_state = "adam_m"` or
+    `"adam_v"`, `nn.state_of = "<param>"`, and the parameter's `moe.layer`).
+    Results: the loss (`nn.output = "loss"`), then the new parameters,
+    moments m and moments v, each with `nn.updates = <argument index>`.
+
+    The reverse sweep visits the ops that lie between a parameter and the
+    loss in reverse order, seeds the loss gradient with `nn.fill 1.0` and
+    sums the gradients of a value with several uses with `nn.add`; integer
+    values get no gradient. It fails at an op on that path that has no
+    gradient rule. A parameter that does not affect the loss gets a zero
+    gradient and a warning. Unused ops are erased.
+
+    ```mlir
+    func.func @train_step(%x: tensor<4x8xf32> {nn.input = "x"},
+                          %w: tensor<8x2xf32> {nn.param = "w"},
+                          %m: tensor<8x2xf32> {nn.opt_state = "adam_m", nn.state_of = "w"},
+                          %v: tensor<8x2xf32> {nn.opt_state = "adam_v", nn.state_of = "w"})
+        -> (tensor<f32> {nn.output = "loss"}, tensor<8x2xf32> {nn.updates = 1 : i64},
+            tensor<8x2xf32> {nn.updates = 2 : i64}, tensor<8x2xf32> {nn.updates = 3 : i64})
+    ```
   }];
   let options = [
     Option<"learningRate", "lr", "double", "1e-3", "AdamW learning rate">,
@@ -95,26 +118,71 @@ def BuildTrainStep : Pass<"build-train-step", "mlir::ModuleOp"> {
 def SpmdPartition : Pass<"spmd-partition", "mlir::ModuleOp"> {
   let summary = "Partition the training step for data and expert parallelism";
   let description = [{
-    Splits the batch over `world-size` devices, keeps dense parameters
-    replicated with a gradient all-reduce, holds expert parameters in local
-    slots according to each layer's #moe.placement and routes tokens with
-    all-to-all; gradients of replicated experts are summed in replica groups.
+    Turns `@train_step` (Stage 4 of docs/IR.md) into the program of one
+    device (Stage 5):
+
+    - data parallelism: the leading (batch) dimension of every `nn.input`
+      argument is divided by `world-size` and the new shapes are propagated
+      through the body; dense parameters stay replicated and each dense
+      gradient goes through `moe.all_reduce {reduction = "mean"}` right
+      before its `nn.adamw`;
+    - expert parallelism: expert parameters and their AdamW state become
+      `[slots_per_device, ...]` according to each layer's `#moe.placement`;
+      `moe.all_to_all` ops route tokens to the local expert slots and back
+      around `moe.experts` and `moe.experts_grad` (which then run packed,
+      `capacity = 0`); expert gradients are scaled by `1/world-size` and
+      summed over each expert's replicas by one `moe.replica_grad_sync` per
+      layer.
+
+    The collectives are inserted for `world-size = 1` too, so that the shape
+    of the program never depends on the number of devices. The returned
+    loss is the loss of the device's own batch shard.
+
+    ```mlir
+    // before, world-size = 2
+    func.func @train_step(%tokens: tensor<8x16xi32> {nn.input = "tokens"}, ...)
+    // after
+    module attributes {flexmoe.world_size = 2 : i64} {
+      func.func @train_step(%tokens: tensor<4x16xi32> {nn.input = "tokens"}, ...)
+    ```
   }];
   let options = [
     Option<"worldSize", "world-size", "int64_t", "1", "Number of devices">,
   ];
+  let dependentDialects = ["::flexmoe::nn::NNDialect",
+                           "::flexmoe::moe::MoeDialect"];
 }
 
 def LowerToExec : Pass<"lower-to-exec", "mlir::ModuleOp"> {
   let summary = "Lower the partitioned training step to the exec dialect";
+  let description = [{
+    Replaces Stage 5 `func.func @train_step` (docs/IR.md) by an
+    `exec.program @train_step`: one `exec.buffer` per tensor value
+    (arguments become parameter, optimizer-state and input buffers according
+    to their `nn.param` / `nn.opt_state` / `nn.input` attributes), one
+    `exec.kernel` or `exec.collective` per nn / moe op in program order, and
+    one `exec.moe_layer` per MoE layer with its `#moe.placement`.
+    `nn.reshape` becomes an `exec.view` of its input (no copy). A result
+    with `nn.updates = i` is written straight into argument `i`'s buffer
+    when that is safe (the argument is not read afterwards, and the producer
+    is elementwise if it reads it); otherwise an `exec.kernel copy` at the
+    end writes it back. Buffers get disjoint, 64-byte aligned offsets;
+    `exec-buffer-reuse` packs them.
+  }];
+  let dependentDialects = ["::flexmoe::exec::ExecDialect"];
 }
 
 def BufferReuse : Pass<"exec-buffer-reuse", "mlir::ModuleOp"> {
   let summary = "Assign arena offsets to exec buffers, reusing dead ones";
   let description = [{
-    Liveness-based memory planning: activation buffers whose live ranges do
-    not overlap share arena space; persistent buffers (parameters, optimizer
-    state, inputs) keep their own.
+    Liveness-based memory planning over the instruction stream of every
+    `exec.program`. A buffer is live from the first to the last instruction
+    that touches it or a view of it (the loss until the end of the step).
+    Persistent buffers (parameters, optimizer state, inputs) are laid out
+    first, one after the other; activation, gradient, loss and scratch
+    buffers whose live ranges do not overlap share the space after them,
+    placed greedily, largest first, into the smallest gap that fits (best
+    fit), 64-byte aligned. Sets every offset and the program's arena_size.
   }];
 }
 
