@@ -220,6 +220,9 @@ public:
       : builder(builder), active(active) {}
 
   LogicalResult run(ArrayRef<Operation *> ops, Value loss) {
+    // A loss that depends on no parameter has nothing to differentiate.
+    if (!active.contains(loss))
+      return success();
     gradients[loss] = grad::createFill(builder, loss.getLoc(), loss.getType(),
                                        /*value=*/1.0);
     for (Operation *op : llvm::reverse(ops))

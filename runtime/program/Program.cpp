@@ -93,9 +93,9 @@ public:
   }
 
 private:
-  // Far above any real cluster; bounds what a corrupted file can make the
-  // verifier allocate.
-  static constexpr int32_t kMaxWorldSize = 1 << 20;
+  // The plan library's bound: it keeps what a corrupted file can make the
+  // verifier allocate small.
+  static constexpr int64_t kMaxWorldSize = plan::kMaxWorldSize;
 
   const fb::Program &p;
   uint32_t numBuffers = 0;

@@ -203,3 +203,74 @@ func.func @forward(%w: tensor<4xf32> {nn.param = "w"},
   %loss = nn.reduce_sum %w {dims = array<i64: 0>} : (tensor<4xf32>) -> tensor<f32>
   return %loss : tensor<f32>
 }
+
+// -----
+
+// A loss that depends on no parameter: nothing is differentiated (not even
+// the op without a gradient rule), every parameter gets a zero gradient.
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME:    %[[X:[^:]*]]: tensor<4xf32> {nn.input = "x"}, %[[W:[^:]*]]: tensor<4xf32> {nn.param = "w"}
+// CHECK-NOT:     nn.fill {value = 1.000000e+00
+// CHECK:         %[[ZERO:.*]] = nn.fill {value = 0.000000e+00 : f32} : () -> tensor<4xf32>
+// CHECK:         nn.adamw %[[W]], %[[ZERO]],
+func.func @forward(%x: tensor<4xf32> {nn.input = "x"},
+                   // expected-warning @+1 {{parameter 'w' does not affect the loss; its gradient is zero}}
+                   %w: tensor<4xf32> {nn.param = "w"}) -> tensor<f32> {
+  %g = nn.gelu_grad %x, %x : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+  %loss = nn.reduce_sum %g {dims = array<i64: 0>} : (tensor<4xf32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+
+// -----
+
+// linear on a 3-D input: the bias gradient sums over both leading dimensions.
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME:    %[[X:[^:]*]]: tensor<2x3x4xf32> {nn.input = "x"}, %[[W:[^:]*]]: tensor<4x5xf32> {nn.param = "w"}, %[[B:[^:]*]]: tensor<5xf32> {nn.param = "b"}
+// CHECK:         %[[DY:.*]] = nn.add
+// CHECK:         %{{.*}}, %[[DW:.*]] = nn.linear_grad %[[X]], %[[W]], %[[DY]] : (tensor<2x3x4xf32>, tensor<4x5xf32>, tensor<2x3x5xf32>) -> (tensor<2x3x4xf32>, tensor<4x5xf32>)
+// CHECK:         %[[DB:.*]] = nn.reduce_sum %[[DY]] {dims = array<i64: 0, 1>} : (tensor<2x3x5xf32>) -> tensor<5xf32>
+// CHECK:         nn.adamw %[[W]], %[[DW]],
+// CHECK:         nn.adamw %[[B]], %[[DB]],
+func.func @forward(%x: tensor<2x3x4xf32> {nn.input = "x"},
+                   %w: tensor<4x5xf32> {nn.param = "w"},
+                   %b: tensor<5xf32> {nn.param = "b"}) -> tensor<f32> {
+  %y = nn.linear %x, %w, %b : (tensor<2x3x4xf32>, tensor<4x5xf32>, tensor<5xf32>) -> tensor<2x3x5xf32>
+  %loss = nn.reduce_sum %y {dims = array<i64: 0, 1, 2>} : (tensor<2x3x5xf32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+
+// -----
+
+// Self-attention with q = k = v: the three gradients are summed.
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME:    %[[X:[^:]*]]: tensor<1x4x8xf32> {nn.param = "x"}
+// CHECK:         %[[DQ:.*]], %[[DK:.*]], %[[DV:.*]] = nn.attention_grad %[[X]], %[[X]], %[[X]], %{{.*}} {num_heads = 2 : i64}
+// CHECK:         %[[DQK:.*]] = nn.add %[[DQ]], %[[DK]]
+// CHECK:         %[[DX:.*]] = nn.add %[[DQK]], %[[DV]]
+// CHECK:         nn.adamw %[[X]], %[[DX]],
+func.func @forward(%x: tensor<1x4x8xf32> {nn.param = "x"}) -> tensor<f32> {
+  %a = nn.attention %x, %x, %x {num_heads = 2 : i64} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+  %loss = nn.reduce_sum %a {dims = array<i64: 0, 1, 2>} : (tensor<1x4x8xf32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+
+// -----
+
+// Only the auxiliary loss depends on the gate: its combine weights get
+// zeros as their gradient.
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME:    %[[X:[^:]*]]: tensor<4x8xf32> {nn.input = "x"}, %[[WG:[^:]*]]: tensor<8x2xf32> {nn.param = "gate"}
+// CHECK:         %[[PROBS:.*]], %[[IDS:.*]], %{{.*}} = moe.gate %[[X]], %[[WG]]
+// CHECK:         %[[SEED:.*]] = nn.fill {value = 1.000000e+00 : f32}
+// CHECK:         %[[DPROBS:.*]] = moe.aux_loss_grad %[[PROBS]], %[[IDS]], %[[SEED]]
+// CHECK:         %[[NOWEIGHTS:.*]] = nn.fill {value = 0.000000e+00 : f32} : () -> tensor<4x1xf32>
+// CHECK:         %{{.*}}, %[[DWG:.*]] = moe.gate_grad %[[X]], %[[WG]], %[[PROBS]], %[[IDS]], %[[NOWEIGHTS]], %[[DPROBS]]
+// CHECK:         nn.adamw %[[WG]], %[[DWG]],
+func.func @forward(%x: tensor<4x8xf32> {nn.input = "x"},
+                   %wg: tensor<8x2xf32> {nn.param = "gate"}) -> tensor<f32> {
+  %probs, %ids, %cw = moe.gate %x, %wg {layer = "moe1", top_k = 1 : i64}
+      : (tensor<4x8xf32>, tensor<8x2xf32>) -> (tensor<4x2xf32>, tensor<4x1xi32>, tensor<4x1xf32>)
+  %aux = moe.aux_loss %probs, %ids {layer = "moe1", coef = 0.01 : f32}
+      : (tensor<4x2xf32>, tensor<4x1xi32>) -> tensor<f32>
+  return %aux : tensor<f32>
+}

@@ -287,8 +287,12 @@ LogicalResult MoeLayerOp::verify() {
                       "non-negative";
   if (getActivation() != "gelu" && getActivation() != "relu")
     return layer() << "activation must be \"gelu\" or \"relu\"";
-  if (getWorldSize() < 1 || getSlotsPerDevice() < 1)
-    return layer() << "world_size and slots_per_device must be at least 1";
+  // The bounds of runtime/plan (kMaxWorldSize, kMaxSlotsPerDevice), which
+  // the program file must respect.
+  constexpr int64_t kMaxWorldSize = 4096, kMaxSlotsPerDevice = 4096;
+  if (getWorldSize() < 1 || getSlotsPerDevice() < 1 ||
+      getWorldSize() > kMaxWorldSize || getSlotsPerDevice() > kMaxSlotsPerDevice)
+    return layer() << "world_size and slots_per_device must be in [1, 4096]";
   if (auto program = (*this)->getParentOfType<ProgramOp>())
     if (program.getWorldSize() != getWorldSize())
       return layer() << "placement is for world size " << getWorldSize()

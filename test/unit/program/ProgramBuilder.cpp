@@ -64,7 +64,11 @@ std::vector<uint8_t> flexmoe::testing::serialize(const ProgramDesc &desc) {
     std::vector<flatbuffers::Offset<fb::ReplicaGroup>> groups;
     for (const auto &devices : l.replicas)
       replicas.push_back(fb::CreateExpertReplicasDirect(b, &devices));
-    for (const plan::ReplicaGroup &group : plan::buildReplicaGroups(toPlan(l))) {
+    MoeLayerDesc forGroups = l;
+    if (!l.groupReplicas.empty())
+      forGroups.replicas = l.groupReplicas;
+    for (const plan::ReplicaGroup &group :
+         plan::buildReplicaGroups(toPlan(forGroups))) {
       std::vector<int32_t> devices, slots;
       for (const plan::ReplicaMember &member : group.members) {
         devices.push_back(static_cast<int32_t>(member.device));

@@ -58,6 +58,9 @@ struct MoeLayerDesc {
   std::vector<std::vector<int32_t>> replicas;
   /// Empty: computed with the slot rule from `replicas`.
   std::vector<int32_t> slotTable;
+  /// Non-empty: the replica groups are derived from these lists instead of
+  /// `replicas` (to write inconsistent tables).
+  std::vector<std::vector<int32_t>> groupReplicas;
   bool omitPlacement = false;
   bool omitReplicaGroups = false;
 };

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <random>
 
 using namespace flexmoe;
@@ -390,6 +391,100 @@ TEST(ProgramVerifier, ChecksWorldSize) {
   ProgramDesc desc = tinyMoeProgram();
   desc.worldSize = 0;
   EXPECT_REJECTED(desc, "world size 0 must be in [1, ");
+}
+
+} // namespace
+
+namespace {
+
+TEST(ProgramVerifier, ChecksReplicaGroups) {
+  // Groups written for a placement that replicates expert 3 instead of 2.
+  ProgramDesc desc = tinyMoeProgram();
+  desc.layers[0].groupReplicas = {{0}, {1}, {0}, {0, 1}};
+  EXPECT_REJECTED(desc, "MoE layer 0 ('moe1'): replica group 0 does not match "
+                        "the replicas of expert 2 in the placement");
+
+  // Groups for a placement without replication: one group too few.
+  desc = tinyMoeProgram();
+  desc.layers[0].groupReplicas = {{0}, {1}, {0}, {1}};
+  EXPECT_REJECTED(desc, "has 0 replica groups but the placement has 1 "
+                        "replicated experts");
+}
+
+TEST(ProgramVerifier, ChecksStateShapesAndLayers) {
+  ProgramDesc desc = tinyMoeProgram();
+  uint32_t m = findBuffer(desc, "head.m");
+  desc.buffers[m].shape = {16, 8};
+  EXPECT_REJECTED(desc, "has shape [16, 8] but its parameter has shape [8, 16]");
+
+  desc = tinyMoeProgram();
+  desc.buffers[m].moeLayer = 0;
+  EXPECT_REJECTED(desc, "belongs to MoE layer 0 but its parameter to -1");
+
+  desc = tinyMoeProgram();
+  desc.buffers[findBuffer(desc, "y")].stateOf = 2;
+  EXPECT_REJECTED(desc, "names a parameter (state_of) but is not optimizer "
+                        "state");
+
+  desc = tinyMoeProgram();
+  desc.buffers[findBuffer(desc, "y")].moeLayer = 3;
+  EXPECT_REJECTED(desc, "names MoE layer 3 but the program has 1");
+}
+
+TEST(ProgramVerifier, ChecksTheLossBufferShapeAndType) {
+  ProgramDesc desc = tinyMoeProgram();
+  uint32_t loss = findBuffer(desc, "loss");
+  desc.buffers[loss].shape = {1};
+  EXPECT_REJECTED(desc, "is the loss and must be a scalar, not [1]");
+
+  desc = tinyMoeProgram();
+  desc.buffers[loss].type = ElementType::I32;
+  EXPECT_REJECTED(desc, "is a Loss buffer and must be f32");
+}
+
+TEST(ProgramVerifier, ChecksViewTargets) {
+  ProgramDesc desc = tinyMoeProgram();
+  uint32_t flat = findBuffer(desc, "x.flat");
+  desc.buffers[flat].aliasOf = static_cast<int32_t>(flat);
+  EXPECT_REJECTED(desc, "is a view of buffer " + std::to_string(flat) +
+                            ", which does not exist");
+
+  // A view of a view.
+  desc = tinyMoeProgram();
+  BufferDesc second = desc.buffers[flat];
+  second.name = "x.flat2";
+  second.aliasOf = static_cast<int32_t>(flat);
+  desc.buffers.push_back(second);
+  EXPECT_REJECTED(desc, "which is itself a view");
+}
+
+TEST(ProgramVerifier, ChecksAdamWAndCollectiveShapes) {
+  ProgramDesc desc = tinyMoeProgram();
+  size_t adamw = findInstruction(desc, OpCode::AdamW);
+  desc.instructions[adamw].inputs[1] = findBuffer(desc, "logits"); // [8, 16]
+  EXPECT_EQ(verifyError(desc), "") << "logits has the head's shape";
+  desc.instructions[adamw].inputs[1] = findBuffer(desc, "y"); // [8, 8]
+  EXPECT_REJECTED(desc, "(AdamW): buffer");
+  EXPECT_REJECTED(desc, "('y') has shape [8, 8] but buffer");
+
+  desc = tinyMoeProgram();
+  size_t reduce = findInstruction(desc, OpCode::AllReduceMean);
+  desc.instructions[reduce].outputs[0] = findBuffer(desc, "y");
+  EXPECT_REJECTED(desc, "(AllReduceMean): buffer");
+}
+
+TEST(ProgramVerifier, ChecksEmbeddingShapes) {
+  ProgramDesc desc = tinyMoeProgram();
+  size_t embedding = findInstruction(desc, OpCode::Embedding);
+  desc.instructions[embedding].outputs[0] = findBuffer(desc, "x.flat");
+  EXPECT_REJECTED(desc, "(Embedding): expects ids [...], table [V, D] and "
+                        "output [..., D]; got [2, 4], [16, 8] and [8, 8]");
+}
+
+TEST(ProgramVerifier, ChecksNonFiniteOptimizerValues) {
+  ProgramDesc desc = tinyMoeProgram();
+  desc.lr = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_REJECTED(desc, "optimizer: learning rate nan is invalid");
 }
 
 } // namespace
