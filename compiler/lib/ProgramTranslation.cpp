@@ -107,8 +107,8 @@ private:
   int32_t layerOf(FlatSymbolRefAttr layer) const {
     return layer ? layerIndex.lookup(layer.getValue()) : -1;
   }
-  LogicalResult addLayers(
-      std::vector<flatbuffers::Offset<fb::MoeLayer>> &layers);
+  LogicalResult
+  addLayers(std::vector<flatbuffers::Offset<fb::MoeLayer>> &layers);
   flatbuffers::Offset<fb::Buffer> addBuffer(Operation *op, uint32_t id);
   FailureOr<std::pair<fb::OpAttrs, flatbuffers::Offset<void>>>
   addAttrs(Operation *op, Opcode opcode);
@@ -127,8 +127,8 @@ fb::ElementType elementTypeOf(Type type) {
 
 } // namespace
 
-LogicalResult Translator::addLayers(
-    std::vector<flatbuffers::Offset<fb::MoeLayer>> &layers) {
+LogicalResult
+Translator::addLayers(std::vector<flatbuffers::Offset<fb::MoeLayer>> &layers) {
   for (auto layer : program.getBody().getOps<exec::MoeLayerOp>()) {
     plan::Placement placement;
     placement.worldSize = layer.getWorldSize();
@@ -202,16 +202,16 @@ flatbuffers::Offset<fb::Buffer> Translator::addBuffer(Operation *op,
                .Default(fb::InitKind::None);
   float std = buffer.getInitStd() ? buffer.getInitStd()->convertToFloat() : 0;
   std::string param = buffer.getParam() ? buffer.getParam()->str() : "";
-  int32_t stateOf = buffer.getStateOf()
-                        ? static_cast<int32_t>(
-                              bufferIds.lookup(buffer.getStateOf()))
-                        : -1;
-  return fb::CreateBufferDirect(
-      b, id, buffer.getName().str().c_str(),
-      static_cast<fb::BufferKind>(buffer.getKind()),
-      elementTypeOf(result.getType()), &shape, buffer.getOffset(),
-      buffer.getSize(), init, std, param.empty() ? nullptr : param.c_str(),
-      stateOf, layerOf(buffer.getLayerAttr()), -1);
+  int32_t stateOf =
+      buffer.getStateOf()
+          ? static_cast<int32_t>(bufferIds.lookup(buffer.getStateOf()))
+          : -1;
+  return fb::CreateBufferDirect(b, id, buffer.getName().str().c_str(),
+                                static_cast<fb::BufferKind>(buffer.getKind()),
+                                elementTypeOf(result.getType()), &shape,
+                                buffer.getOffset(), buffer.getSize(), init, std,
+                                param.empty() ? nullptr : param.c_str(),
+                                stateOf, layerOf(buffer.getLayerAttr()), -1);
 }
 
 FailureOr<std::pair<fb::OpAttrs, flatbuffers::Offset<void>>>
@@ -323,7 +323,7 @@ Translator::addAttrs(Operation *op, Opcode opcode) {
   default:
     if (!exec::getOpcodeSpec(opcode).attrs.empty())
       return op->emitError("program translation has no attribute table for '")
-             << exec::stringifyOpcode(opcode) << "'",
+                 << exec::stringifyOpcode(opcode) << "'",
              failure();
     return R{fb::OpAttrs::NONE, 0};
   }

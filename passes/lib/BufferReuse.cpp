@@ -33,7 +33,7 @@ int64_t alignUp(int64_t value) {
 
 struct Interval {
   exec::BufferOp buffer;
-  int64_t size;  // aligned
+  int64_t size;   // aligned
   unsigned first; // instruction indices, inclusive
   unsigned last;
   int64_t offset = -1;
@@ -137,8 +137,7 @@ LogicalResult planProgram(exec::ProgramOp program) {
   for (auto [i, a] : llvm::enumerate(placed))
     for (const Interval *b : ArrayRef(placed).drop_front(i + 1))
       if (a->first <= b->last && b->first <= a->last &&
-          a->offset < b->offset + b->size && b->offset < a->offset + a->size)
-      {
+          a->offset < b->offset + b->size && b->offset < a->offset + a->size) {
         exec::BufferOp first = a->buffer, second = b->buffer;
         return first.emitError("exec-buffer-reuse placed '")
                << first.getName() << "' over '" << second.getName()

@@ -300,19 +300,19 @@ LogicalResult Lowering::lowerArguments() {
     SmallVector<NamedAttribute> attrs;
     if (auto layer = func.getArgAttrOfType<StringAttr>(i, "moe.layer")) {
       if (!layers.count(layer.getValue()))
-        return emitError(loc) << what << " belongs to MoE layer '"
-                              << layer.getValue()
-                              << "', which no moe op of @train_step names";
+        return emitError(loc)
+               << what << " belongs to MoE layer '" << layer.getValue()
+               << "', which no moe op of @train_step names";
       attrs.push_back(builder.getNamedAttr(
-          "layer", FlatSymbolRefAttr::get(builder.getContext(),
-                                          layer.getValue())));
+          "layer",
+          FlatSymbolRefAttr::get(builder.getContext(), layer.getValue())));
     }
     Value buffer;
     if (auto param = func.getArgAttrOfType<StringAttr>(i, "nn.param")) {
       auto init = func.getArgAttrOfType<StringAttr>(i, "nn.init");
       if (!init)
-        return emitError(loc) << "parameter '" << param.getValue()
-                              << "' has no nn.init";
+        return emitError(loc)
+               << "parameter '" << param.getValue() << "' has no nn.init";
       attrs.push_back(builder.getNamedAttr("param", param));
       attrs.push_back(builder.getNamedAttr("init", init));
       if (init.getValue() == "normal") {
@@ -324,8 +324,8 @@ LogicalResult Lowering::lowerArguments() {
         attrs.push_back(builder.getNamedAttr(
             "init_std", builder.getF32FloatAttr(std.getValueAsDouble())));
       }
-      buffer = createBuffer(loc, *type, BufferKind::Parameter,
-                            param.getValue(), {}, attrs);
+      buffer = createBuffer(loc, *type, BufferKind::Parameter, param.getValue(),
+                            {}, attrs);
       paramBuffers[param.getValue()] = buffer;
     } else if (auto state =
                    func.getArgAttrOfType<StringAttr>(i, "nn.opt_state")) {
@@ -344,8 +344,8 @@ LogicalResult Lowering::lowerArguments() {
                               << state.getValue() << "'";
       std::string name =
           (of.getValue() + (kind == BufferKind::AdamM ? ".m" : ".v")).str();
-      buffer = createBuffer(loc, *type, kind, name,
-                            paramBuffers[of.getValue()], attrs);
+      buffer = createBuffer(loc, *type, kind, name, paramBuffers[of.getValue()],
+                            attrs);
     } else if (auto input = func.getArgAttrOfType<StringAttr>(i, "nn.input")) {
       BufferKind kind;
       if (input.getValue() == "tokens")
@@ -395,7 +395,7 @@ FailureOr<Opcode> Lowering::opcodeFor(Operation *op) {
       return opcode;
   }
   return op->emitError("lower-to-exec cannot lower '")
-         << name << "': the program format has no instruction for it",
+             << name << "': the program format has no instruction for it",
          failure();
 }
 
@@ -473,9 +473,8 @@ LogicalResult Lowering::lowerOp(Operation *op) {
   // Gradients: what the backward ops produce and everything computed from
   // gradients (the forward pass never reads one).
   bool gradient = opName.ends_with("_grad") || opName == "nn.fill" ||
-                  llvm::any_of(op->getOperands(), [&](Value v) {
-                    return isGradient.lookup(v);
-                  });
+                  llvm::any_of(op->getOperands(),
+                               [&](Value v) { return isGradient.lookup(v); });
   for (Value result : op->getResults())
     isGradient[result] = gradient;
 
@@ -489,7 +488,8 @@ LogicalResult Lowering::lowerOp(Operation *op) {
     Value result = op->getResult(0);
     if (result == lossValue || updates.count(result)) {
       // The loss and updated state need buffers of their own: copy.
-      FailureOr<Value> out = outputFor(op, Opcode::Copy, op->getResult(0), name);
+      FailureOr<Value> out =
+          outputFor(op, Opcode::Copy, op->getResult(0), name);
       if (failed(out))
         return failure();
       Value view = builder.create<exec::ViewOp>(
@@ -523,10 +523,10 @@ LogicalResult Lowering::lowerOp(Operation *op) {
   }
   SmallVector<Value> outputs;
   for (OpResult result : op->getResults()) {
-    std::string resultName = op->getNumResults() == 1
-                                 ? name
-                                 : name + "." + std::to_string(
-                                                    result.getResultNumber());
+    std::string resultName =
+        op->getNumResults() == 1
+            ? name
+            : name + "." + std::to_string(result.getResultNumber());
     FailureOr<Value> out = outputFor(op, *opcode, result, resultName);
     if (failed(out))
       return failure();
@@ -551,8 +551,8 @@ LogicalResult Lowering::lowerOp(Operation *op) {
   // operand type) at the source op, in exec's terms.
   if (failed(mlir::verify(inst, /*verifyRecursively=*/false)))
     return op->emitError("lower-to-exec: '")
-           << opName << "' does not fit the '"
-           << exec::stringifyOpcode(*opcode) << "' instruction",
+               << opName << "' does not fit the '"
+               << exec::stringifyOpcode(*opcode) << "' instruction",
            failure();
   return success();
 }
@@ -599,10 +599,9 @@ LogicalResult Lowering::run() {
       return failure();
   }
   for (auto [from, to] : copiesAtEnd)
-    builder.create<exec::KernelOp>(func.getLoc(), Opcode::Copy,
-                                   ValueRange{bufferOf[from]},
-                                   ValueRange{bufferOf[to]},
-                                   FlatSymbolRefAttr());
+    builder.create<exec::KernelOp>(
+        func.getLoc(), Opcode::Copy, ValueRange{bufferOf[from]},
+        ValueRange{bufferOf[to]}, FlatSymbolRefAttr());
 
   // Gradients of expert parameters belong to the parameter's layer.
   program.walk([&](exec::KernelOp kernel) {

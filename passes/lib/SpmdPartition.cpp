@@ -84,8 +84,8 @@ public:
   LogicalResult run() {
     if (failed(checkStage4()) || failed(collectLayers()) ||
         failed(splitInputs()) || failed(localizeExpertArguments()) ||
-        failed(propagate()) || failed(synchronizeGradients()) ||
-        failed(updateSignature()))
+        failed(checkExpertStateMarked()) || failed(propagate()) ||
+        failed(synchronizeGradients()) || failed(updateSignature()))
       return failure();
     return success();
   }
@@ -194,6 +194,35 @@ private:
       SmallVector<int64_t> shape(type.getShape());
       shape[0] = placement.getSlotsPerDevice();
       retype(arg, type.clone(shape));
+    }
+    return success();
+  }
+
+  /// The layer an argument holds expert slots of, if any.
+  StringAttr expertLayerOf(Value value) {
+    auto arg = dyn_cast<BlockArgument>(value);
+    if (!arg || arg.getOwner() != &func.getBody().front())
+      return {};
+    return func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
+                                             kExpertLayerArgAttr);
+  }
+
+  /// An expert parameter's AdamW state is stored per slot like the parameter,
+  /// so it must be marked with the same layer.
+  LogicalResult checkExpertStateMarked() {
+    for (auto update : func.getBody().front().getOps<nn::AdamWOp>()) {
+      StringAttr layer = expertLayerOf(update.getParam());
+      if (!layer)
+        continue;
+      for (Value state : {update.getM(), update.getV()}) {
+        if (expertLayerOf(state) == layer)
+          continue;
+        auto arg = cast<BlockArgument>(update.getParam());
+        return update.emitError("the AdamW state of ")
+               << describeArgument(func, arg.getArgNumber())
+               << " must be @train_step arguments marked moe.layer = \""
+               << layer.getValue() << "\", like the parameter";
+      }
     }
     return success();
   }
@@ -444,9 +473,7 @@ private:
   LogicalResult checkLocalWeights(Operation *op, ValueRange weights,
                                   StringAttr layer) {
     for (Value weight : weights) {
-      auto arg = dyn_cast<BlockArgument>(weight);
-      if (arg && arg.getOwner() == &func.getBody().front() &&
-          func.getArgAttr(arg.getArgNumber(), kExpertLayerArgAttr) == layer)
+      if (expertLayerOf(weight) == layer)
         continue;
       return op->emitError("the expert weights of layer '")
              << layer.getValue()
@@ -502,11 +529,7 @@ private:
   LogicalResult synchronizeGradients() {
     llvm::MapVector<StringAttr, SmallVector<nn::AdamWOp>> expertUpdates;
     for (auto update : func.getBody().front().getOps<nn::AdamWOp>()) {
-      auto arg = dyn_cast<BlockArgument>(update.getParam());
-      StringAttr layer = arg ? func.getArgAttrOfType<StringAttr>(
-                                   arg.getArgNumber(), kExpertLayerArgAttr)
-                             : StringAttr();
-      if (layer) {
+      if (StringAttr layer = expertLayerOf(update.getParam())) {
         expertUpdates[layer].push_back(update);
         continue;
       }

@@ -58,7 +58,7 @@ constexpr std::array kOpInfos = {
     /*AdamW*/ fixed("nn.adamw", "ffff", "fff", OpAttrs::AdamWAttrs),
     /*Gate*/ fixed("moe.gate", "ff", "fif", OpAttrs::GateAttrs, true),
     /*GateGrad*/
-    fixed("moe.gate_grad", "ffifff", "ff", OpAttrs::GateAttrs, true),
+    fixed("moe.gate_grad", "fffiff", "ff", OpAttrs::GateAttrs, true),
     /*AuxLoss*/ fixed("moe.aux_loss", "fi", "f", OpAttrs::AuxLossAttrs, true),
     /*AuxLossGrad*/
     fixed("moe.aux_loss_grad", "fif", "f", OpAttrs::AuxLossAttrs, true),
@@ -71,7 +71,8 @@ constexpr std::array kOpInfos = {
     /*ExpertsGrad*/
     fixed("moe.experts_grad", "fifffff", "fffff", OpAttrs::ExpertsAttrs, true),
     /*Combine*/ fixed("moe.combine", "fif", "f", OpAttrs::NONE, true),
-    /*CombineGrad*/ fixed("moe.combine_grad", "fiff", "ff", OpAttrs::NONE, true),
+    /*CombineGrad*/
+    fixed("moe.combine_grad", "fiff", "ff", OpAttrs::NONE, true),
     /*AllToAllDispatch*/
     fixed("moe.all_to_all", "fi", "fi", OpAttrs::NONE, true),
     /*AllToAllCombine*/

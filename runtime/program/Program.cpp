@@ -1,7 +1,7 @@
 //===- Program.cpp - loading and verifying .fmoe programs -----------------===//
 #include "runtime/program/Program.h"
-#include "runtime/program/OpInfo.h"
 #include "runtime/plan/SlotTable.h"
+#include "runtime/program/OpInfo.h"
 
 #include <cmath>
 #include <fstream>
@@ -152,8 +152,7 @@ private:
 
   Status checkMoeLayer(const fb::MoeLayer &layer) {
     if (layer.num_experts() < 1)
-      return errorf("num_experts ", layer.num_experts(),
-                    " must be at least 1");
+      return errorf("num_experts ", layer.num_experts(), " must be at least 1");
     if (layer.top_k() < 1 || layer.top_k() > layer.num_experts())
       return errorf("top_k ", layer.top_k(), " must be in [1, ",
                     layer.num_experts(), "]");
@@ -186,16 +185,16 @@ private:
     uint64_t numSlots = static_cast<uint64_t>(placement.worldSize) *
                         static_cast<uint64_t>(placement.slotsPerDevice);
     if (!table || table->size() != numSlots)
-      return errorf("slot table has ", table ? table->size() : 0,
-                    " entries, expected world_size x slots_per_device = ",
-                    numSlots);
+      return errorf(
+          "slot table has ", table ? table->size() : 0,
+          " entries, expected world_size x slots_per_device = ", numSlots);
     plan::SlotTable slots = plan::buildSlotTable(placement);
     for (int64_t d = 0; d < placement.worldSize; ++d)
       for (int64_t s = 0; s < placement.slotsPerDevice; ++s) {
         int32_t stored = table->Get(d * placement.slotsPerDevice + s);
         if (stored != slots.slotExpert[d][s])
-          return errorf("slot ", s, " of device ", d, " holds expert ",
-                        stored, " but the placement puts expert ",
+          return errorf("slot ", s, " of device ", d, " holds expert ", stored,
+                        " but the placement puts expert ",
                         slots.slotExpert[d][s], " there");
       }
     std::vector<plan::ReplicaGroup> groups =
@@ -216,8 +215,10 @@ private:
         same = group->devices()->Get(i) == expected.members[i].device &&
                group->slots()->Get(i) == expected.members[i].slot;
       if (!same)
-        return errorf("replica group ", g, " does not match the replicas of "
-                      "expert ", expected.expert, " in the placement");
+        return errorf("replica group ", g,
+                      " does not match the replicas of "
+                      "expert ",
+                      expected.expert, " in the placement");
     }
     return Status::ok();
   }
@@ -259,9 +260,9 @@ private:
         return errorf("shape ", shapeString(b.shape()), " is too large");
     }
     uint64_t bytes;
-    if (__builtin_mul_overflow(elements,
-                               static_cast<uint64_t>(elementSize(b.element_type())),
-                               &bytes))
+    if (__builtin_mul_overflow(
+            elements, static_cast<uint64_t>(elementSize(b.element_type())),
+            &bytes))
       return errorf("shape ", shapeString(b.shape()), " is too large");
     if (bytes != b.size())
       return errorf("size ", b.size(), " bytes does not match shape ",
@@ -282,8 +283,9 @@ private:
     if (isFloatKind && b.element_type() != fb::ElementType::F32)
       return errorf("is a ", fb::EnumNameBufferKind(b.kind()),
                     " buffer and must be f32");
-    if (!isFloatKind && (b.kind() == fb::BufferKind::InputTokens ||
-                         b.kind() == fb::BufferKind::InputLabels) &&
+    if (!isFloatKind &&
+        (b.kind() == fb::BufferKind::InputTokens ||
+         b.kind() == fb::BufferKind::InputLabels) &&
         b.element_type() != fb::ElementType::I32)
       return errorf("is an input of token ids or labels and must be i32");
     if (b.kind() == fb::BufferKind::Loss && b.shape()->size() != 0)
@@ -302,7 +304,8 @@ private:
           !(std::isfinite(b.init_std()) && b.init_std() >= 0))
         return errorf("has an invalid init_std ", b.init_std());
     }
-    if (b.kind() == fb::BufferKind::AdamM || b.kind() == fb::BufferKind::AdamV) {
+    if (b.kind() == fb::BufferKind::AdamM ||
+        b.kind() == fb::BufferKind::AdamV) {
       int32_t owner = b.state_of();
       if (owner < 0 || static_cast<uint32_t>(owner) >= numBuffers)
         return errorf("is optimizer state of buffer ", owner,
@@ -408,8 +411,9 @@ private:
       return errorf("takes ", info.minInputs, " to ", info.maxInputs,
                     " inputs, not ", numIns);
     }
-    int expectedOuts =
-        info.variadicSameCount ? numIns : static_cast<int>(info.outputTypes.size());
+    int expectedOuts = info.variadicSameCount
+                           ? numIns
+                           : static_cast<int>(info.outputTypes.size());
     if (numOuts != expectedOuts)
       return errorf("produces ", expectedOuts, " outputs, not ", numOuts);
 
@@ -468,8 +472,8 @@ private:
 
   /// Shape relations that are cheap to check and catch most mistakes of a
   /// hand-written or corrupted program.
-  Status checkShapes(const fb::Instruction &inst,
-                     const IdList &ins, const IdList &outs, int numIns) {
+  Status checkShapes(const fb::Instruction &inst, const IdList &ins,
+                     const IdList &outs, int numIns) {
     auto sameAs = [&](uint32_t a, uint32_t b) {
       return sameShape(&shapeOf(a), &shapeOf(b));
     };
@@ -493,8 +497,8 @@ private:
       if (dimFromEnd(y, 1) != w.Get(1))
         return errorf("y has N = ", dimFromEnd(y, 1), " but the weight has ",
                       w.Get(1), " columns");
-      if (numIns == 3 &&
-          (shapeOf(ins.Get(2)).size() != 1 || shapeOf(ins.Get(2)).Get(0) != w.Get(1)))
+      if (numIns == 3 && (shapeOf(ins.Get(2)).size() != 1 ||
+                          shapeOf(ins.Get(2)).Get(0) != w.Get(1)))
         return errorf("bias has shape ", shapeString(&shapeOf(ins.Get(2))),
                       ", expected [", w.Get(1), "]");
       return Status::ok();
@@ -586,8 +590,8 @@ private:
       if (!update)
         return errorf("in-place update ", u, " is missing");
       if (update->buffer() >= numBuffers)
-        return errorf("in-place update ", u, " names buffer ",
-                      update->buffer(), ", which does not exist");
+        return errorf("in-place update ", u, " names buffer ", update->buffer(),
+                      ", which does not exist");
       fb::BufferKind kind = buffer(update->buffer()).kind();
       if (kind != fb::BufferKind::Parameter && kind != fb::BufferKind::AdamM &&
           kind != fb::BufferKind::AdamV)
@@ -622,8 +626,7 @@ private:
       return errorf("optimizer: betas (", opt->beta1(), ", ", opt->beta2(),
                     ") must lie in [0, 1)");
     if (!(opt->epsilon() > 0 && std::isfinite(opt->epsilon())))
-      return errorf("optimizer: epsilon ", opt->epsilon(),
-                    " must be positive");
+      return errorf("optimizer: epsilon ", opt->epsilon(), " must be positive");
     if (!(std::isfinite(opt->weight_decay()) && opt->weight_decay() >= 0))
       return errorf("optimizer: weight decay ", opt->weight_decay(),
                     " is invalid");
@@ -637,8 +640,8 @@ StatusOr<const fb::Program *>
 flexmoe::program::verifyProgram(std::span<const uint8_t> bytes) {
   // Distinguish the common ways a file is not a program before running the
   // structural verifier, whose verdict is only yes or no.
-  constexpr size_t kHeader = sizeof(flatbuffers::uoffset_t) +
-                             flatbuffers::kFileIdentifierLength;
+  constexpr size_t kHeader =
+      sizeof(flatbuffers::uoffset_t) + flatbuffers::kFileIdentifierLength;
   if (bytes.size() < kHeader)
     return errorf("file is too short to be a program (", bytes.size(),
                   " bytes)");
@@ -654,8 +657,8 @@ flexmoe::program::verifyProgram(std::span<const uint8_t> bytes) {
   }
   flatbuffers::Verifier verifier(bytes.data(), bytes.size());
   if (!fb::VerifyProgramBuffer(verifier))
-    return errorf("program file is corrupted or truncated (",
-                  bytes.size(), " bytes; flatbuffers verification failed)");
+    return errorf("program file is corrupted or truncated (", bytes.size(),
+                  " bytes; flatbuffers verification failed)");
   const fb::Program *program = fb::GetProgram(bytes.data());
   FLEXMOE_RETURN_IF_ERROR(SemanticVerifier(*program).run());
   return program;

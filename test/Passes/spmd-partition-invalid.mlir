@@ -171,6 +171,22 @@ func.func @train_step(%x: tensor<2x8x16xf32> {nn.input = "tokens"}, %wg: tensor<
 
 // -----
 
+func.func @train_step(
+    %x: tensor<8x8xf32> {nn.input = "tokens"},
+    %gate: tensor<8x2xf32> {nn.param = "gate"},
+    %b1: tensor<2x16xf32> {nn.param = "moe1.b1", moe.layer = "moe1"},
+    %b1_m: tensor<2x16xf32> {nn.opt_state = "adam_m", nn.state_of = "moe1.b1"},
+    %b1_v: tensor<2x16xf32> {nn.opt_state = "adam_v", nn.state_of = "moe1.b1", moe.layer = "moe1"}) -> tensor<2x16xf32> {
+  %probs, %ids, %cw = moe.gate %x, %gate {layer = "moe1", top_k = 1 : i64, placement = #moe.placement<world_size = 4, slots_per_device = 1, replicas = [[0], [1]]>}
+      : (tensor<8x8xf32>, tensor<8x2xf32>) -> (tensor<8x2xf32>, tensor<8x1xi32>, tensor<8x1xf32>)
+  // expected-error@+1 {{the AdamW state of parameter 'moe1.b1' must be @train_step arguments marked moe.layer = "moe1", like the parameter}}
+  %p, %m, %v = nn.adamw %b1, %b1, %b1_m, %b1_v {lr = 1.0e-3 : f32, beta1 = 0.9 : f32, beta2 = 0.999 : f32, epsilon = 1.0e-8 : f32, weight_decay = 0.0 : f32}
+      : (tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>) -> (tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>)
+  return %p : tensor<2x16xf32>
+}
+
+// -----
+
 // expected-error@+1 {{after partitioning, result #0 has type 'tensor<8x4xf32>' but updates input 'images' of type 'tensor<2x4xf32>'}}
 func.func @train_step(%images: tensor<8x4xf32> {nn.input = "images"}, %p: tensor<8x4xf32> {nn.param = "p"})
     -> (tensor<8x4xf32> {nn.updates = 0 : i64}) {

@@ -15,6 +15,7 @@
 //
 // RUN: flexmoe-opt %t/moe-replicated.mlir -spmd-partition="world-size=2" | flexmoe-opt | FileCheck %t/moe-replicated.mlir
 // RUN: flexmoe-opt %t/moe-capacity.mlir -spmd-partition="world-size=2" | flexmoe-opt | FileCheck %t/moe-capacity.mlir
+// RUN: flexmoe-opt %t/moe-update-order.mlir -spmd-partition="world-size=2" | flexmoe-opt | FileCheck %t/moe-update-order.mlir
 
 //--- dense.mlir
 // A dense MLP language model at batch 8, on 2 devices: activations carry 4
@@ -516,4 +517,47 @@ func.func @train_step(
   return %loss, %wte1, %gate1, %w11, %b11, %w21, %b21, %head1, %wte_m1, %gate_m1, %w1_m1, %b1_m1, %w2_m1, %b2_m1, %head_m1, %wte_v1, %gate_v1, %w1_v1, %b1_v1, %w2_v1, %b2_v1, %head_v1
       : tensor<f32>, tensor<16x8xf32>, tensor<8x4xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<8x16xf32>, tensor<16x8xf32>, tensor<8x4xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<8x16xf32>, tensor<16x8xf32>, tensor<8x4xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<8x16xf32>
 }
+}
+
+//--- moe-update-order.mlir
+// An expert gradient that is finished only after the layer's first update:
+// the sync goes after the last gradient and the update moves below it.
+
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME: %[[W1:[^:]+]]: tensor<1x4x8xf32> {moe.layer = "moe1", nn.param = "moe1.w1"}
+// CHECK-SAME: %[[B1:[^:]+]]: tensor<1x8xf32> {moe.layer = "moe1", nn.param = "moe1.b1"}
+// CHECK: %{{.*}}, %[[DW1:.*]], %[[DB1:.*]], %{{.*}}, %{{.*}} = moe.experts_grad
+// CHECK-NOT: nn.adamw
+// CHECK: %[[DB1SUM:.*]] = nn.add %[[DB1]], %[[DB1]]
+// CHECK-NEXT: %[[SW1:.*]] = nn.scale %[[DW1]] {factor = 5.000000e-01 : f32}
+// CHECK-NEXT: %[[SB1:.*]] = nn.scale %[[DB1SUM]] {factor = 5.000000e-01 : f32}
+// CHECK-NEXT: %[[SYNC:.*]]:2 = moe.replica_grad_sync %[[SW1]], %[[SB1]] {layer = "moe1", placement = #{{.*}}} : (tensor<1x4x8xf32>, tensor<1x8xf32>)
+// CHECK-NEXT: nn.adamw %[[W1]], %[[SYNC]]#0,
+// CHECK-NEXT: nn.adamw %[[B1]], %[[SYNC]]#1,
+// CHECK-NEXT: return
+
+#placement = #moe.placement<world_size = 2, slots_per_device = 1, replicas = [[0], [1]]>
+func.func @train_step(
+    %x: tensor<8x4xf32> {nn.input = "tokens"},
+    %ids: tensor<8x1xi32> {nn.input = "labels"},
+    %w1: tensor<2x4x8xf32> {nn.param = "moe1.w1", moe.layer = "moe1"},
+    %b1: tensor<2x8xf32> {nn.param = "moe1.b1", moe.layer = "moe1"},
+    %w2: tensor<2x8x4xf32> {nn.param = "moe1.w2", moe.layer = "moe1"},
+    %b2: tensor<2x4xf32> {nn.param = "moe1.b2", moe.layer = "moe1"},
+    %w1_m: tensor<2x4x8xf32> {nn.opt_state = "adam_m", nn.state_of = "moe1.w1", moe.layer = "moe1"},
+    %b1_m: tensor<2x8xf32> {nn.opt_state = "adam_m", nn.state_of = "moe1.b1", moe.layer = "moe1"},
+    %w1_v: tensor<2x4x8xf32> {nn.opt_state = "adam_v", nn.state_of = "moe1.w1", moe.layer = "moe1"},
+    %b1_v: tensor<2x8xf32> {nn.opt_state = "adam_v", nn.state_of = "moe1.b1", moe.layer = "moe1"})
+    -> (tensor<2x4x8xf32> {nn.updates = 2 : i64}, tensor<2x8xf32> {nn.updates = 3 : i64}) {
+  %routed, %pos, %counts = moe.dispatch %x, %ids {layer = "moe1", num_experts = 2 : i64, capacity = 0 : i64, placement = #placement}
+      : (tensor<8x4xf32>, tensor<8x1xi32>) -> (tensor<8x4xf32>, tensor<8x1xi32>, tensor<2xi32>)
+  %drouted, %dw1, %db1, %dw2, %db2 = moe.experts_grad %routed, %counts, %w1, %b1, %w2, %b2, %routed {layer = "moe1", capacity = 0 : i64, placement = #placement}
+      : (tensor<8x4xf32>, tensor<2xi32>, tensor<2x4x8xf32>, tensor<2x8xf32>, tensor<2x8x4xf32>, tensor<2x4xf32>, tensor<8x4xf32>)
+      -> (tensor<8x4xf32>, tensor<2x4x8xf32>, tensor<2x8xf32>, tensor<2x8x4xf32>, tensor<2x4xf32>)
+  %w1n, %w1_mn, %w1_vn = nn.adamw %w1, %dw1, %w1_m, %w1_v {lr = 1.0e-3 : f32, beta1 = 0.9 : f32, beta2 = 0.999 : f32, epsilon = 1.0e-8 : f32, weight_decay = 0.0 : f32}
+      : (tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32>) -> (tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32>)
+  %db1_sum = nn.add %db1, %db1 : (tensor<2x8xf32>, tensor<2x8xf32>) -> tensor<2x8xf32>
+  %b1n, %b1_mn, %b1_vn = nn.adamw %b1, %db1_sum, %b1_m, %b1_v {lr = 1.0e-3 : f32, beta1 = 0.9 : f32, beta2 = 0.999 : f32, epsilon = 1.0e-8 : f32, weight_decay = 0.0 : f32}
+      : (tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>) -> (tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>)
+  return %w1n, %b1n : tensor<2x4x8xf32>, tensor<2x8xf32>
 }

@@ -26,8 +26,8 @@ Type BufferType::parse(AsmParser &parser) {
                                 /*withTrailingX=*/true) ||
       parser.parseType(elementType) || parser.parseGreater())
     return {};
-  return parser.getChecked<BufferType>(parser.getContext(), ArrayRef<int64_t>(shape),
-                                          elementType);
+  return parser.getChecked<BufferType>(parser.getContext(),
+                                       ArrayRef<int64_t>(shape), elementType);
 }
 
 void BufferType::print(AsmPrinter &printer) const {
@@ -37,9 +37,8 @@ void BufferType::print(AsmPrinter &printer) const {
   printer << getElementType() << '>';
 }
 
-LogicalResult
-BufferType::verify(function_ref<InFlightDiagnostic()> emitError,
-                   ArrayRef<int64_t> shape, Type elementType) {
+LogicalResult BufferType::verify(function_ref<InFlightDiagnostic()> emitError,
+                                 ArrayRef<int64_t> shape, Type elementType) {
   if (!elementType.isF32() && !elementType.isSignlessInteger(32))
     return emitError() << "buffer elements must be f32 or i32, not "
                        << elementType;
@@ -56,7 +55,6 @@ int64_t BufferType::getNumElements() const {
 }
 
 int64_t BufferType::getSizeInBytes() const { return getNumElements() * 4; }
-
 
 void ExecDialect::initialize() {
   addTypes<

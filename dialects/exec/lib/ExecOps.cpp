@@ -78,8 +78,8 @@ const AttrSpec kExperts[] = {str("activation", "gelu", "gelu|relu"),
 // Operand letters as in runtime/program/OpInfo.cpp; keep the two in step.
 constexpr OpcodeSpec op(llvm::StringLiteral irName, llvm::StringLiteral ins,
                         llvm::StringLiteral outs,
-                        llvm::ArrayRef<AttrSpec> attrs = {},
-                        bool layer = false, bool collective = false) {
+                        llvm::ArrayRef<AttrSpec> attrs = {}, bool layer = false,
+                        bool collective = false) {
   return {irName,
           ins,
           outs,
@@ -119,7 +119,7 @@ const OpcodeSpec kSpecs[] = {
     op("nn.fill", "", "f", kFill),
     op("nn.adamw", "ffff", "fff", kAdamW),
     op("moe.gate", "ff", "fif", kGate, true),
-    op("moe.gate_grad", "ffifff", "ff", kGate, true),
+    op("moe.gate_grad", "fffiff", "ff", kGate, true),
     op("moe.aux_loss", "fi", "f", kAuxLoss, true),
     op("moe.aux_loss_grad", "fif", "f", kAuxLoss, true),
     op("moe.dispatch", "fi", "fii", kDispatch, true),
@@ -150,8 +150,7 @@ const OpcodeSpec &flexmoe::exec::getOpcodeSpec(Opcode opcode) {
 
 LogicalResult ProgramOp::verify() {
   if (getWorldSize() < 1)
-    return emitOpError("world_size must be at least 1, not ")
-           << getWorldSize();
+    return emitOpError("world_size must be at least 1, not ") << getWorldSize();
   if (getComputeDtype() != "f32" && getComputeDtype() != "bf16")
     return emitOpError("compute_dtype must be \"f32\" or \"bf16\", not \"")
            << getComputeDtype() << "\"";
@@ -185,26 +184,23 @@ LogicalResult ProgramOp::verify() {
 
 LogicalResult BufferOp::verify() {
   auto type = cast<BufferType>(getType());
-  auto where = [&]() {
-    return emitOpError("'") << getName() << "': ";
-  };
+  auto where = [&]() { return emitOpError("'") << getName() << "': "; };
   if (getSize() != type.getSizeInBytes())
-    return where() << "size " << getSize() << " bytes does not match "
-                   << type << " (" << type.getSizeInBytes() << " bytes)";
+    return where() << "size " << getSize() << " bytes does not match " << type
+                   << " (" << type.getSizeInBytes() << " bytes)";
   if (getOffset() < 0 || getOffset() % 4 != 0)
     return where() << "offset " << getOffset()
                    << " must be a non-negative multiple of 4";
   if (auto program = (*this)->getParentOfType<ProgramOp>())
     if (getOffset() + getSize() > program.getArenaSize())
       return where() << "bytes [" << getOffset() << ", "
-                     << getOffset() + getSize()
-                     << ") lie outside the arena of "
+                     << getOffset() + getSize() << ") lie outside the arena of "
                      << program.getArenaSize() << " bytes";
 
   BufferKind kind = getKind();
   bool isInt = type.getElementType().isSignlessInteger(32);
-  bool intKind = kind == BufferKind::InputTokens ||
-                 kind == BufferKind::InputLabels;
+  bool intKind =
+      kind == BufferKind::InputTokens || kind == BufferKind::InputLabels;
   bool floatKind = kind == BufferKind::Parameter ||
                    kind == BufferKind::Gradient || kind == BufferKind::AdamM ||
                    kind == BufferKind::AdamV || kind == BufferKind::Loss;
@@ -220,11 +216,11 @@ LogicalResult BufferOp::verify() {
       return where() << "a parameter needs its name ('param')";
     if (!getInit())
       return where() << "a parameter needs an initializer ('init')";
-    if (*getInit() != "normal" && *getInit() != "zeros" &&
-        *getInit() != "ones")
+    if (*getInit() != "normal" && *getInit() != "zeros" && *getInit() != "ones")
       return where() << "init must be \"normal\", \"zeros\" or \"ones\", not \""
                      << *getInit() << "\"";
-    if (*getInit() == "normal" && (!getInitStd() || getInitStd()->convertToFloat() < 0))
+    if (*getInit() == "normal" &&
+        (!getInitStd() || getInitStd()->convertToFloat() < 0))
       return where() << "a normal initializer needs init_std >= 0";
   } else if (getParam() || getInit() || getInitStd()) {
     return where() << "only parameters have 'param', 'init' and 'init_std'";
@@ -291,7 +287,8 @@ LogicalResult MoeLayerOp::verify() {
   // the program file must respect.
   constexpr int64_t kMaxWorldSize = 4096, kMaxSlotsPerDevice = 4096;
   if (getWorldSize() < 1 || getSlotsPerDevice() < 1 ||
-      getWorldSize() > kMaxWorldSize || getSlotsPerDevice() > kMaxSlotsPerDevice)
+      getWorldSize() > kMaxWorldSize ||
+      getSlotsPerDevice() > kMaxSlotsPerDevice)
     return layer() << "world_size and slots_per_device must be in [1, 4096]";
   if (auto program = (*this)->getParentOfType<ProgramOp>())
     if (program.getWorldSize() != getWorldSize())
@@ -311,8 +308,7 @@ LogicalResult MoeLayerOp::verify() {
         return layer() << "expert " << e << " has a replica on device " << d
                        << ", outside [0, " << getWorldSize() << ")";
       if (llvm::is_contained(devices.take_front(i), d))
-        return layer() << "expert " << e << " lists device " << d
-                       << " twice";
+        return layer() << "expert " << e << " lists device " << d << " twice";
       if (++held[d] > getSlotsPerDevice())
         return layer() << "device " << d << " holds more than "
                        << getSlotsPerDevice() << " experts";
@@ -324,7 +320,6 @@ LogicalResult MoeLayerOp::verify() {
 //===----------------------------------------------------------------------===//
 // KernelOp and CollectiveOp
 //===----------------------------------------------------------------------===//
-
 
 template <typename InstructionOp>
 static SmallVector<NamedAttribute> opAttrsOf(InstructionOp op) {
@@ -406,11 +401,11 @@ static LogicalResult verifyInstruction(InstructionOp op, bool collective) {
   const OpcodeSpec &spec = getOpcodeSpec(op.getOpcode());
   StringRef name = stringifyOpcode(op.getOpcode());
   if (spec.isCollective != collective)
-    return op.emitOpError("'")
-           << name << "' is " << (collective ? "not a collective; use "
-                                               "exec.kernel"
-                                             : "a collective; use "
-                                               "exec.collective");
+    return op.emitOpError("'") << name << "' is "
+                               << (collective ? "not a collective; use "
+                                                "exec.kernel"
+                                              : "a collective; use "
+                                                "exec.collective");
   unsigned numIns = op.getInputs().size(), numOuts = op.getOutputs().size();
   if (numIns < spec.minInputs || numIns > spec.maxInputs) {
     auto diag = op.emitOpError("'") << name << "' takes ";
@@ -420,14 +415,13 @@ static LogicalResult verifyInstruction(InstructionOp op, bool collective) {
       diag << spec.minInputs << " to " << spec.maxInputs;
     return diag << " inputs, not " << numIns;
   }
-  unsigned wantOuts =
-      spec.variadicSameCount ? numIns : spec.outputTypes.size();
+  unsigned wantOuts = spec.variadicSameCount ? numIns : spec.outputTypes.size();
   if (numOuts != wantOuts)
-    return op.emitOpError("'") << name << "' produces " << wantOuts
-                               << " outputs, not " << numOuts;
-  Type first = numIns ? cast<BufferType>(op.getInputs()[0].getType())
-                            .getElementType()
-                      : Type();
+    return op.emitOpError("'")
+           << name << "' produces " << wantOuts << " outputs, not " << numOuts;
+  Type first =
+      numIns ? cast<BufferType>(op.getInputs()[0].getType()).getElementType()
+             : Type();
   if (failed(checkOperands(op, "input", op.getInputs(), spec.inputTypes,
                            spec.variadicSameCount, Type())) ||
       failed(checkOperands(op, "output", op.getOutputs(), spec.outputTypes,
@@ -445,8 +439,10 @@ static LogicalResult verifyInstruction(InstructionOp op, bool collective) {
 
   llvm::StringSet<> seen;
   for (NamedAttribute attr : op.getOpAttrs()) {
-    const AttrSpec *attrSpec = llvm::find_if(
-        spec.attrs, [&](const AttrSpec &s) { return s.name == attr.getName(); });
+    const AttrSpec *attrSpec =
+        llvm::find_if(spec.attrs, [&](const AttrSpec &s) {
+          return s.name == attr.getName();
+        });
     if (attrSpec == spec.attrs.end())
       return op.emitOpError("'") << name << "' has no attribute '"
                                  << attr.getName().getValue() << "'";
@@ -458,8 +454,8 @@ static LogicalResult verifyInstruction(InstructionOp op, bool collective) {
   }
   for (const AttrSpec &attrSpec : spec.attrs)
     if (!seen.contains(attrSpec.name))
-      return op.emitOpError("'") << name << "' needs attribute '"
-                                 << attrSpec.name << "'";
+      return op.emitOpError("'")
+             << name << "' needs attribute '" << attrSpec.name << "'";
   return success();
 }
 

@@ -81,7 +81,8 @@ std::vector<uint8_t> flexmoe::testing::serialize(const ProgramDesc &desc) {
     if (!l.omitPlacement)
       placement = fb::CreatePlacementDirect(b, l.worldSize, l.slotsPerDevice,
                                             &replicas);
-    std::vector<int32_t> slots = l.slotTable.empty() ? slotRule(l) : l.slotTable;
+    std::vector<int32_t> slots =
+        l.slotTable.empty() ? slotRule(l) : l.slotTable;
     layers.push_back(fb::CreateMoeLayerDirect(
         b, l.name.c_str(), l.numExperts, l.topK, l.dModel, l.ffnHidden,
         l.capacity, fb::Activation::Gelu, placement, &slots,
@@ -90,9 +91,9 @@ std::vector<uint8_t> flexmoe::testing::serialize(const ProgramDesc &desc) {
   std::vector<flatbuffers::Offset<fb::Instruction>> instructions;
   for (const InstructionDesc &inst : desc.instructions) {
     flatbuffers::Offset<void> attrs = inst.attrs ? inst.attrs(b) : 0;
-    instructions.push_back(fb::CreateInstructionDirect(
-        b, inst.opcode, &inst.inputs, &inst.outputs, inst.moeLayer,
-        inst.attrsType, attrs));
+    instructions.push_back(
+        fb::CreateInstructionDirect(b, inst.opcode, &inst.inputs, &inst.outputs,
+                                    inst.moeLayer, inst.attrsType, attrs));
   }
   std::vector<flatbuffers::Offset<fb::InPlaceUpdate>> updates;
   for (auto [buffer, instruction] : desc.updates)
@@ -135,8 +136,9 @@ BufferDesc param(std::string name, std::vector<int64_t> shape,
 }
 
 BufferDesc state(BufferKind kind, const ProgramDesc &p, uint32_t of) {
-  BufferDesc d = act(p.buffers[of].name + (kind == BufferKind::AdamM ? ".m" : ".v"),
-                     p.buffers[of].shape);
+  BufferDesc d =
+      act(p.buffers[of].name + (kind == BufferKind::AdamM ? ".m" : ".v"),
+          p.buffers[of].shape);
   d.kind = kind;
   d.stateOf = static_cast<int32_t>(of);
   d.moeLayer = p.buffers[of].moeLayer;
@@ -209,8 +211,8 @@ ProgramDesc flexmoe::testing::tinyMoeProgram() {
   auto add = [&](OpCode op, std::vector<uint32_t> ins,
                  std::vector<uint32_t> outs, int32_t moeLayer = -1,
                  OpAttrs type = OpAttrs::NONE, AttrsFn attrs = nullptr) {
-    p.instructions.push_back(
-        {op, std::move(ins), std::move(outs), moeLayer, type, std::move(attrs)});
+    p.instructions.push_back({op, std::move(ins), std::move(outs), moeLayer,
+                              type, std::move(attrs)});
   };
   add(OpCode::Embedding, {tokens, wte}, {x});
   add(OpCode::Reshape, {x}, {flat});

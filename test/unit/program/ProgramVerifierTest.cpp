@@ -29,7 +29,7 @@ std::string verifyError(const ProgramDesc &desc) {
   do {                                                                         \
     std::string message = verifyError(desc);                                   \
     EXPECT_NE(message.find(substring), std::string::npos)                      \
-        << "expected an error containing \"" << (substring) << "\", got \""   \
+        << "expected an error containing \"" << (substring) << "\", got \""    \
         << message << "\"";                                                    \
   } while (false)
 
@@ -163,8 +163,8 @@ TEST(ProgramVerifier, ChecksBuffersAgainstTheArena) {
   ProgramDesc desc = tinyMoeProgram();
   uint32_t logits = findBuffer(desc, "logits");
   desc.buffers[logits].offset = desc.arenaSize - 64;
-  EXPECT_REJECTED(desc, "buffer " + std::to_string(logits) +
-                            " ('logits'): bytes [");
+  EXPECT_REJECTED(desc,
+                  "buffer " + std::to_string(logits) + " ('logits'): bytes [");
   EXPECT_REJECTED(desc, "lie outside the arena of");
 
   desc = tinyMoeProgram();
@@ -317,16 +317,19 @@ TEST(ProgramVerifier, ChecksUnknownOpcodes) {
 TEST(ProgramVerifier, ChecksPlacements) {
   ProgramDesc desc = tinyMoeProgram();
   desc.layers[0].replicas[3] = {};
-  EXPECT_REJECTED(desc, "MoE layer 0 ('moe1'): expert 3 of layer 'moe1' has no replica");
+  EXPECT_REJECTED(
+      desc, "MoE layer 0 ('moe1'): expert 3 of layer 'moe1' has no replica");
 
   desc = tinyMoeProgram();
   desc.layers[0].replicas[3] = {2};
   desc.layers[0].slotTable = {0, 2, -1, 1, 3, -1};
-  EXPECT_REJECTED(desc, "device 2 of expert 3 in layer 'moe1' is out of range [0, 2)");
+  EXPECT_REJECTED(
+      desc, "device 2 of expert 3 in layer 'moe1' is out of range [0, 2)");
 
   desc = tinyMoeProgram();
   desc.layers[0].replicas = {{0}, {0}, {0, 1}, {0}};
-  EXPECT_REJECTED(desc, "device 0 holds 4 experts of layer 'moe1' but has 3 slots");
+  EXPECT_REJECTED(desc,
+                  "device 0 holds 4 experts of layer 'moe1' but has 3 slots");
 
   desc = tinyMoeProgram();
   desc.layers[0].numExperts = 5;
@@ -415,7 +418,8 @@ TEST(ProgramVerifier, ChecksStateShapesAndLayers) {
   ProgramDesc desc = tinyMoeProgram();
   uint32_t m = findBuffer(desc, "head.m");
   desc.buffers[m].shape = {16, 8};
-  EXPECT_REJECTED(desc, "has shape [16, 8] but its parameter has shape [8, 16]");
+  EXPECT_REJECTED(desc,
+                  "has shape [16, 8] but its parameter has shape [8, 16]");
 
   desc = tinyMoeProgram();
   desc.buffers[m].moeLayer = 0;

@@ -1,4 +1,5 @@
-//===- ExecDialect.h - the exec dialect -----------------------------*- C++ -*-===//
+//===- ExecDialect.h - the exec dialect -----------------------------*- C++
+//-*-===//
 #ifndef FLEXMOE_DIALECT_EXEC_EXECDIALECT_H
 #define FLEXMOE_DIALECT_EXEC_EXECDIALECT_H
 
