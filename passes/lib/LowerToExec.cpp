@@ -18,6 +18,9 @@
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/StringMap.h"
 
+#include <functional>
+#include <tuple>
+
 namespace flexmoe {
 #define GEN_PASS_DEF_LOWERTOEXEC
 #include "flexmoe/Passes/Passes.h.inc"
@@ -603,15 +606,49 @@ LogicalResult Lowering::run() {
         func.getLoc(), Opcode::Copy, ValueRange{bufferOf[from]},
         ValueRange{bufferOf[to]}, FlatSymbolRefAttr());
 
-  // Gradients of expert parameters belong to the parameter's layer.
+  // Gradients of expert parameters belong to the parameter's layer, back
+  // through the scale / sync / reduce chain to the op that computed them.
+  DenseMap<Value, Operation *> writer;
+  program.walk([&](Operation *op) {
+    if (auto kernel = dyn_cast<exec::KernelOp>(op))
+      for (Value out : kernel.getOutputs())
+        writer[out] = op;
+    if (auto collective = dyn_cast<exec::CollectiveOp>(op))
+      for (Value out : collective.getOutputs())
+        writer[out] = op;
+  });
+  std::function<void(Value, FlatSymbolRefAttr)> markLayer =
+      [&](Value buffer, FlatSymbolRefAttr layer) {
+        auto grad = buffer.getDefiningOp<exec::BufferOp>();
+        if (!grad || grad.getKind() != BufferKind::Gradient ||
+            grad.getLayerAttr())
+          return;
+        grad.setLayerAttr(layer);
+        Operation *op = writer.lookup(buffer);
+        if (!op)
+          return;
+        auto [opcode, ins,
+              outs] = [&]() -> std::tuple<Opcode, OperandRange, OperandRange> {
+          if (auto kernel = dyn_cast<exec::KernelOp>(op))
+            return {kernel.getOpcode(), kernel.getInputs(),
+                    kernel.getOutputs()};
+          auto collective = cast<exec::CollectiveOp>(op);
+          return {collective.getOpcode(), collective.getInputs(),
+                  collective.getOutputs()};
+        }();
+        if (opcode != Opcode::Scale && opcode != Opcode::ReplicaGradSync &&
+            opcode != Opcode::AllReduceMean && opcode != Opcode::AllReduceSum)
+          return;
+        for (auto [in, out] : llvm::zip(ins, outs))
+          if (out == buffer)
+            markLayer(in, layer);
+      };
   program.walk([&](exec::KernelOp kernel) {
     if (kernel.getOpcode() != Opcode::AdamW)
       return;
     auto param = kernel.getInputs()[0].getDefiningOp<exec::BufferOp>();
-    auto grad = kernel.getInputs()[1].getDefiningOp<exec::BufferOp>();
-    if (param && grad && param.getLayerAttr() &&
-        grad.getKind() == BufferKind::Gradient)
-      grad.setLayerAttr(param.getLayerAttr());
+    if (param && param.getLayerAttr())
+      markLayer(kernel.getInputs()[1], param.getLayerAttr());
     if (!program.getLrAttr())
       for (StringRef key : {"lr", "beta1", "beta2", "epsilon", "weight_decay"})
         program->setAttr(key, kernel->getAttr(key));

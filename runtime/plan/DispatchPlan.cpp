@@ -164,13 +164,69 @@ int64_t prefixSums(const std::vector<int64_t> &sizes,
   return sum;
 }
 
+/// Fills the segment lists of `plan`, whose counts and offsets are done:
+/// every device's, or only those of device `segmentsFor`.
+void buildSegments(Scratch &s, int64_t segmentsFor, DispatchPlan &plan) {
+  const int64_t W = plan.worldSize, S = plan.slotsPerDevice,
+                E = plan.numExperts;
+  // Reserve the most each list can take (a source sends at most one segment
+  // to each replica; a destination gets at most one per slot and source), so
+  // that a fresh plan does not grow its lists step by step.
+  for (int64_t d = 0; d < W; ++d) {
+    if (segmentsFor == kAllDevices || segmentsFor == d) {
+      plan.devices[d].sends.reserve(s.replicaBegin[E]);
+      plan.devices[d].recvs.reserve(s.numbered[d] * W);
+    }
+  }
+
+  // Segments. Walking (dst, slot, src) yields each destination's segments in
+  // slot-major order and each source's in (dst, slot) order: the pack order.
+  s.chunkPos.resize(W);
+  for (int64_t dst = 0; dst < W; ++dst) {
+    DevicePlan &to = plan.devices[dst];
+    std::fill(s.chunkPos.begin(), s.chunkPos.end(), 0);
+    for (int64_t slot = 0; slot < S; ++slot) {
+      int64_t replica = s.slotReplica[dst * S + slot];
+      if (replica < 0)
+        continue;
+      const int64_t *take = &s.take[replica * W];
+      int64_t slotPos = to.slotOffsets[slot];
+      for (int64_t src = 0; src < W; ++src) {
+        int64_t rows = take[src];
+        if (rows == 0)
+          continue;
+        if (segmentsFor == kAllDevices || segmentsFor == src ||
+            segmentsFor == dst) {
+          DevicePlan &from = plan.devices[src];
+          Segment seg;
+          seg.expert = s.replicaExpert[replica];
+          seg.src = src;
+          seg.dst = dst;
+          seg.slot = slot;
+          seg.rows = rows;
+          seg.srcOffset = s.chunkOffset[replica * W + src];
+          seg.sendOffset = from.sendOffsets[dst] + s.chunkPos[src];
+          seg.recvOffset = to.recvOffsets[src] + s.chunkPos[src];
+          seg.slotOffset = slotPos;
+          if (segmentsFor == kAllDevices || segmentsFor == dst)
+            to.recvs.push_back(seg);
+          if (segmentsFor == kAllDevices || segmentsFor == src)
+            from.sends.push_back(seg);
+        }
+        s.chunkPos[src] += rows;
+        slotPos += rows;
+      }
+    }
+  }
+}
+
 } // namespace
 
 Status flexmoe::plan::computeDispatchPlan(const Placement &placement,
                                           std::span<const int64_t> counts,
                                           DispatchPlan &plan,
                                           std::string_view layerName,
-                                          int64_t onlyDevice) {
+                                          int64_t segmentsFor) {
   FLEXMOE_RETURN_IF_ERROR(validatePlacement(placement, layerName));
   const int64_t W = placement.worldSize, S = placement.slotsPerDevice,
                 E = placement.numExperts();
@@ -179,8 +235,9 @@ Status flexmoe::plan::computeDispatchPlan(const Placement &placement,
                   " entries but ", W, " devices x ", E, " experts need ",
                   W * E);
   FLEXMOE_RETURN_IF_ERROR(validateCounts(placement, counts, layerName));
-  if (onlyDevice != kAllDevices && (onlyDevice < 0 || onlyDevice >= W))
-    return errorf("device ", onlyDevice, " is out of range [0, ", W,
+  if (segmentsFor != kAllDevices && segmentsFor != kNoDevice &&
+      (segmentsFor < 0 || segmentsFor >= W))
+    return errorf("device ", segmentsFor, " is out of range [0, ", W,
                   ") for the plan of layer '", layerName, "'");
 
   Scratch &s = scratch();
@@ -231,55 +288,8 @@ Status flexmoe::plan::computeDispatchPlan(const Placement &placement,
     prefixSums(device.slotCounts, device.slotOffsets);
   }
 
-  // Reserve the most each list can take (a source sends at most one segment
-  // to each replica; a destination gets at most one per slot and source), so
-  // that a fresh plan does not grow its lists step by step.
-  for (int64_t d = 0; d < W; ++d) {
-    if (onlyDevice == kAllDevices || onlyDevice == d) {
-      plan.devices[d].sends.reserve(s.replicaBegin[E]);
-      plan.devices[d].recvs.reserve(s.numbered[d] * W);
-    }
-  }
-
-  // Segments. Walking (dst, slot, src) yields each destination's segments in
-  // slot-major order and each source's in (dst, slot) order: the pack order.
-  s.chunkPos.resize(W);
-  for (int64_t dst = 0; dst < W; ++dst) {
-    DevicePlan &to = plan.devices[dst];
-    std::fill(s.chunkPos.begin(), s.chunkPos.end(), 0);
-    for (int64_t slot = 0; slot < S; ++slot) {
-      int64_t replica = s.slotReplica[dst * S + slot];
-      if (replica < 0)
-        continue;
-      const int64_t *take = &s.take[replica * W];
-      int64_t slotPos = to.slotOffsets[slot];
-      for (int64_t src = 0; src < W; ++src) {
-        int64_t rows = take[src];
-        if (rows == 0)
-          continue;
-        if (onlyDevice == kAllDevices || onlyDevice == src ||
-            onlyDevice == dst) {
-          DevicePlan &from = plan.devices[src];
-          Segment seg;
-          seg.expert = s.replicaExpert[replica];
-          seg.src = src;
-          seg.dst = dst;
-          seg.slot = slot;
-          seg.rows = rows;
-          seg.srcOffset = s.chunkOffset[replica * W + src];
-          seg.sendOffset = from.sendOffsets[dst] + s.chunkPos[src];
-          seg.recvOffset = to.recvOffsets[src] + s.chunkPos[src];
-          seg.slotOffset = slotPos;
-          if (onlyDevice == kAllDevices || onlyDevice == dst)
-            to.recvs.push_back(seg);
-          if (onlyDevice == kAllDevices || onlyDevice == src)
-            from.sends.push_back(seg);
-        }
-        s.chunkPos[src] += rows;
-        slotPos += rows;
-      }
-    }
-  }
+  if (segmentsFor != kNoDevice)
+    buildSegments(s, segmentsFor, plan);
 
   plan.load.resize(W);
   plan.totalRows = 0;

@@ -128,20 +128,23 @@ StatusOr<DispatchPlan>
 computeDispatchPlan(const Placement &placement, std::span<const int64_t> counts,
                     std::string_view layerName = "unnamed");
 
-/// For computeDispatchPlan's onlyDevice: every device's segments.
-inline constexpr int64_t kAllDevices = -1;
+/// Values of computeDispatchPlan's `segmentsFor` besides a device id.
+inline constexpr int64_t kAllDevices = -1; ///< every device's segments
+inline constexpr int64_t kNoDevice = -2;   ///< the numbers without segments
 
 /// The same, writing into `plan` and reusing its storage: a runtime that
 /// plans every step keeps one plan per layer, whose vectors then only grow
-/// when a step needs more room than every step before. With onlyDevice = d,
-/// only devices[d] gets its `sends` and `recvs` (every other device's are left
-/// empty; all counts, offsets and summary numbers are still complete): what
-/// rank d needs, and W times fewer segments to write. On error `plan` is left
-/// unspecified.
+/// when a step needs more room than every step before.
+///
+/// `segmentsFor` = d fills only devices[d]'s `sends` and `recvs` (every
+/// other device's stay empty; all counts, offsets and summary numbers are
+/// complete): what rank d needs, with W times fewer segments to write.
+/// kNoDevice fills no segment lists: what a policy needs to compare candidate
+/// placements by load, balance and traffic. On error `plan` is unspecified.
 Status computeDispatchPlan(const Placement &placement,
                            std::span<const int64_t> counts, DispatchPlan &plan,
                            std::string_view layerName = "unnamed",
-                           int64_t onlyDevice = kAllDevices);
+                           int64_t segmentsFor = kAllDevices);
 
 } // namespace flexmoe::plan
 

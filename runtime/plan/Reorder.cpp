@@ -21,8 +21,9 @@ Status copySegments(const std::vector<Segment> &segments, int64_t rows,
   if (from.size() != bytes || to.size() != bytes)
     return errorf(what, ": buffers of ", from.size(), " and ", to.size(),
                   " bytes for ", rows, " rows of ", rowBytes, " bytes");
-  // A device plan computed for another device (onlyDevice) has counts but no
-  // segments: copying nothing would leave garbage behind.
+  // A plan whose segments were computed for another device (segmentsFor) has
+  // this device's counts but no segments: copying nothing would leave
+  // garbage behind.
   if (rows > 0 && segments.empty())
     return errorf(what, ": the plan has no segments for this device (was it "
                         "computed for another device only?)");

@@ -40,9 +40,14 @@
 // CHECK: exec.buffer gradient "fill.13"
 // CHECK: exec.buffer gradient "all_to_all.18.0" {{.*}} : !exec.buffer<16x8xf32>
 // CHECK-NEXT: exec.buffer activation "all_to_all.18.1" {{.*}} : !exec.buffer<2xi32>
+// Expert gradients that AdamW consumes belong to the layer, back to
+// experts_grad; db1 (no AdamW here) does not.
+// CHECK: exec.buffer gradient "experts_grad.19.1" {{.*}} {layer = @moe1} : !exec.buffer<2x8x16xf32>
+// CHECK-NEXT: exec.buffer gradient "experts_grad.19.2" offset {{[0-9]+}} size 128 : !exec.buffer<2x16xf32>
 // CHECK: %[[DWTE:.*]] = exec.buffer gradient "embedding_grad.23"
 // CHECK: %[[DWTER:.*]] = exec.buffer gradient "all_reduce.24"
 // CHECK-NEXT: exec.collective all_reduce_mean ins(%[[DWTE]] : !exec.buffer<16x8xf32>) outs(%[[DWTER]] : !exec.buffer<16x8xf32>)
+// CHECK: exec.buffer gradient "scale.25" {{.*}} {layer = @moe1}
 // CHECK: exec.kernel scale ins(%{{.*}}) outs(%[[DW1S:.*]] : !exec.buffer<2x8x16xf32>) {factor = 5.000000e-01 : f32}
 // The expert gradient that reaches AdamW belongs to the layer.
 // CHECK: %[[DW1R:.*]] = exec.buffer gradient "replica_grad_sync.26" {{.*}} {layer = @moe1}
@@ -149,4 +154,21 @@ func.func @train_step(%p: tensor<4x4xf32> {nn.param = "p", nn.init = "ones"},
   %loss = nn.reduce_sum %l {dims = array<i64: 0, 1>} : (tensor<4x4xf32>) -> tensor<f32>
   %q2 = nn.matmul %q, %q : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
   return %loss, %p2, %q2 : tensor<f32>, tensor<4x4xf32>, tensor<4x4xf32>
+}
+
+// -----
+
+// A reshape whose result is the loss gets a buffer of its own: a view of the
+// source with the loss's shape, copied into the loss buffer.
+
+// CHECK-LABEL: exec.program @train_step
+// CHECK: %[[S:.*]] = exec.buffer activation "reduce_sum.0" {{.*}} : !exec.buffer<1xf32>
+// CHECK: %[[L:.*]] = exec.buffer loss "reshape.1" {{.*}} : !exec.buffer<f32>
+// CHECK-NEXT: %[[V:.*]] = exec.view %[[S]] "reshape.1.in" : !exec.buffer<1xf32> -> !exec.buffer<f32>
+// CHECK-NEXT: exec.kernel copy ins(%[[V]] : !exec.buffer<f32>) outs(%[[L]] : !exec.buffer<f32>)
+func.func @train_step(%p: tensor<4xf32> {nn.param = "p", nn.init = "ones"})
+    -> (tensor<f32> {nn.output = "loss"}) {
+  %s = nn.reduce_sum %p {dims = array<i64: 0>, keep_dims = true} : (tensor<4xf32>) -> tensor<1xf32>
+  %loss = nn.reshape %s : (tensor<1xf32>) -> tensor<f32>
+  return %loss : tensor<f32>
 }

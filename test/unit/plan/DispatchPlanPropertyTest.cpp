@@ -228,6 +228,14 @@ TEST(DispatchPlanProperties, RandomPlacementsAndCounts) {
       expected.devices[d].recvs.clear();
     }
     EXPECT_EQ(reused, expected);
+    ASSERT_TRUE(computeDispatchPlan(placement, flatten(counts), reused, "moe1",
+                                    kNoDevice)
+                    .isOk());
+    for (DevicePlan &device : expected.devices) {
+      device.sends.clear();
+      device.recvs.clear();
+    }
+    EXPECT_EQ(reused, expected);
     ASSERT_TRUE(computeDispatchPlan(placement, flatten(counts), reused).isOk());
     EXPECT_EQ(reused, *plan);
   }

@@ -250,7 +250,24 @@ TEST(DispatchPlan, OneDevicesSegmentsOnly) {
   EXPECT_EQ(plan.crossDeviceRows, full->crossDeviceRows);
 }
 
-TEST(DispatchPlanErrors, OnlyDeviceOutOfRange) {
+TEST(DispatchPlan, NoSegmentsAtAll) {
+  Placement placement = makePlacement(4, 2, {{0}, {1}, {2, 3}, {3}});
+  Vec counts = {3, 1, 6, 1, 0, 2, 5, 1, 1, 0, 2, 2, 2, 1, 0, 3};
+  StatusOr<DispatchPlan> full = computeDispatchPlan(placement, counts);
+  ASSERT_TRUE(full.isOk());
+  DispatchPlan expected = *full;
+  for (DevicePlan &device : expected.devices) {
+    device.sends.clear();
+    device.recvs.clear();
+  }
+  DispatchPlan plan;
+  ASSERT_TRUE(
+      computeDispatchPlan(placement, counts, plan, "moe1", kNoDevice).isOk());
+  EXPECT_EQ(plan, expected);
+  EXPECT_EQ(plan.load, (Vec{6, 4, 7, 13}));
+}
+
+TEST(DispatchPlanErrors, SegmentsForOutOfRange) {
   Placement placement = makePlacement(2, 1, {{0}, {1}});
   Vec counts = {1, 1, 1, 1};
   DispatchPlan plan;
@@ -258,7 +275,7 @@ TEST(DispatchPlanErrors, OnlyDeviceOutOfRange) {
   ASSERT_FALSE(status.isOk());
   EXPECT_EQ(status.message(),
             "device 2 is out of range [0, 2) for the plan of layer 'moe1'");
-  EXPECT_FALSE(computeDispatchPlan(placement, counts, plan, "moe1", -2).isOk());
+  EXPECT_FALSE(computeDispatchPlan(placement, counts, plan, "moe1", -3).isOk());
 }
 
 TEST(DispatchPlanErrors, InvalidPlacement) {
