@@ -5,6 +5,7 @@
 #include "flexmoe/Dialect/Moe/MoeOps.h"
 #include "flexmoe/Dialect/NN/NNDialect.h"
 #include "flexmoe/Dialect/NN/NNOps.h"
+#include "runtime/plan/Placement.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -119,6 +120,15 @@ llvm::Error flexmoe::models::validateGPTMoEConfig(const GPTMoEConfig &config) {
     return error(llvm::formatv(
         "the auxiliary loss coefficient must not be negative, got {0}",
         config.auxLossCoef));
+  // Every expert needs a slot on some device.
+  constexpr int64_t kMaxExperts =
+      flexmoe::plan::kMaxWorldSize * flexmoe::plan::kMaxSlotsPerDevice;
+  if (config.numExperts > kMaxExperts)
+    return error(llvm::formatv(
+        "{0} experts per layer exceed the {1} expert slots of the largest "
+        "supported cluster ({2} devices of {3} slots)",
+        config.numExperts, kMaxExperts, flexmoe::plan::kMaxWorldSize,
+        flexmoe::plan::kMaxSlotsPerDevice));
   // Shapes multiply into element counts everywhere downstream (buffer sizes,
   // arena offsets); refuse sizes whose tensors no machine could hold rather
   // than let those products overflow.
