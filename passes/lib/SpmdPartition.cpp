@@ -240,6 +240,10 @@ private:
     for (Operation *op : ops) {
       if (isa<func::ReturnOp>(op))
         continue;
+      if (auto fill = dyn_cast<nn::FillOp>(op)) {
+        shardFillLikeForwardValue(fill);
+        continue;
+      }
       if (failed(resolveFills(op)))
         return failure();
       if (auto experts = dyn_cast<moe::ExpertsOp>(op)) {
@@ -285,10 +289,45 @@ private:
     v.setType(type);
   }
 
-  /// An `nn.fill` has no operand to say whether it is batch-shaped (the zero
-  /// gradient of an unused batch-shaped result is). It is when an op uses it
-  /// beside a per-device operand of the same Stage 4 shape; it then takes that
-  /// operand's per-device shape.
+  /// An `nn.fill` has no operand to say whether it is batch-shaped. The
+  /// zero fills of build-train-step stand for the gradient of a forward value
+  /// (an unused result, the input of a reduction) and have its Stage 4 type:
+  /// when every earlier value of that type is split over the devices, the
+  /// fill is too. Otherwise its users decide (resolveFills).
+  void shardFillLikeForwardValue(nn::FillOp fill) {
+    Type type = fill.getResult().getType();
+    Type split;
+    auto consider = [&](Value v) {
+      // Slot-side rows are not batch values.
+      if (isa_and_nonnull<moe::AllToAllOp, moe::ExpertsOp, moe::ExpertsGradOp>(
+              v.getDefiningOp()))
+        return true;
+      if (originalType(v) != type)
+        return true;
+      if (!originalTypes.contains(v) || (split && split != v.getType()))
+        return false; // a replicated value of that type, or two splits
+      split = v.getType();
+      return true;
+    };
+    for (BlockArgument arg : func.getArguments())
+      if (!consider(arg))
+        return;
+    for (Operation &op : func.getBody().front()) {
+      if (&op == fill.getOperation())
+        break;
+      for (Value result : op.getResults())
+        if (!consider(result))
+          return;
+    }
+    if (!split)
+      return;
+    fills[fill] = FillKind::Sharded;
+    retype(fill.getResult(), split);
+  }
+
+  /// A fill not settled by shardFillLikeForwardValue is split when an op uses
+  /// it beside a per-device operand of the same Stage 4 shape; it then takes
+  /// that operand's per-device shape.
   LogicalResult resolveFills(Operation *user) {
     for (OpOperand &use : user->getOpOperands()) {
       auto fill = use.get().getDefiningOp<nn::FillOp>();

@@ -15,6 +15,7 @@
 //
 // RUN: flexmoe-opt %t/moe-replicated.mlir -spmd-partition="world-size=2" | flexmoe-opt | FileCheck %t/moe-replicated.mlir
 // RUN: flexmoe-opt %t/moe-capacity.mlir -spmd-partition="world-size=2" | flexmoe-opt | FileCheck %t/moe-capacity.mlir
+// RUN: flexmoe-opt %t/zero-fills.mlir -build-train-step -spmd-partition="world-size=2" | flexmoe-opt | FileCheck %t/zero-fills.mlir
 // RUN: flexmoe-opt %t/moe-update-order.mlir -spmd-partition="world-size=2" | flexmoe-opt | FileCheck %t/moe-update-order.mlir
 
 //--- dense.mlir
@@ -560,4 +561,42 @@ func.func @train_step(
   %b1n, %b1_mn, %b1_vn = nn.adamw %b1, %db1_sum, %b1_m, %b1_v {lr = 1.0e-3 : f32, beta1 = 0.9 : f32, beta2 = 0.999 : f32, epsilon = 1.0e-8 : f32, weight_decay = 0.0 : f32}
       : (tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>) -> (tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>)
   return %w1n, %b1n : tensor<2x4x8xf32>, tensor<2x8xf32>
+}
+
+//--- zero-fills.mlir
+// Zero fills from build-train-step stand for gradients of forward values:
+// the seed stays a scalar, the zeros that broadcast the gradient of a
+// reduction over the layer's output and the gradient of the gate
+// probabilities (no aux loss here) are split like those values.
+
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME: %[[X:[^:]+]]: tensor<2x8xf32> {nn.input = "x"}
+// CHECK: %[[PROBS:.*]], %[[IDS:.*]], %[[CW:.*]] = moe.gate %[[X]]
+// CHECK: moe.dispatch %[[X]], %[[IDS]] {capacity = 1 : i64, {{.*}}} : (tensor<2x8xf32>, tensor<2x1xi32>) -> (tensor<2x8xf32>, tensor<2x1xi32>, tensor<2xi32>)
+// CHECK: nn.fill {value = 1.000000e+00 : f32} : () -> tensor<f32>
+// CHECK: %[[ZEROS:.*]] = nn.fill {value = 0.000000e+00 : f32} : () -> tensor<2x8xf32>
+// CHECK-NEXT: %[[DY:.*]] = nn.add %[[ZEROS]], %{{.*}} : (tensor<2x8xf32>, tensor<1x1xf32>) -> tensor<2x8xf32>
+// CHECK-NEXT: %{{.*}}, %[[DCW:.*]] = moe.combine_grad %{{.*}}, %{{.*}}, %[[CW]], %[[DY]]
+// CHECK: %[[NOPROBS:.*]] = nn.fill {value = 0.000000e+00 : f32} : () -> tensor<2x2xf32>
+// CHECK: moe.gate_grad %[[X]], %{{.*}}, %[[PROBS]], %[[IDS]], %[[DCW]], %[[NOPROBS]]
+
+#p = #moe.placement<world_size = 2, slots_per_device = 1, replicas = [[0], [1]]>
+module attributes {flexmoe.world_size = 2 : i64} {
+func.func @forward(%x: tensor<4x8xf32> {nn.input = "x"},
+                   %wg: tensor<8x2xf32> {nn.param = "gate", nn.init = "zeros"},
+                   %w1: tensor<2x8x16xf32> {nn.param = "w1", moe.layer = "moe1", nn.init = "zeros"},
+                   %b1: tensor<2x16xf32> {nn.param = "b1", moe.layer = "moe1", nn.init = "zeros"},
+                   %w2: tensor<2x16x8xf32> {nn.param = "w2", moe.layer = "moe1", nn.init = "zeros"},
+                   %b2: tensor<2x8xf32> {nn.param = "b2", moe.layer = "moe1", nn.init = "zeros"}) -> tensor<f32> {
+  %probs, %ids, %cw = moe.gate %x, %wg {layer = "moe1", top_k = 1 : i64, placement = #p}
+      : (tensor<4x8xf32>, tensor<8x2xf32>) -> (tensor<4x2xf32>, tensor<4x1xi32>, tensor<4x1xf32>)
+  %routed, %pos, %counts = moe.dispatch %x, %ids {layer = "moe1", num_experts = 2 : i64, capacity = 2 : i64, placement = #p}
+      : (tensor<4x8xf32>, tensor<4x1xi32>) -> (tensor<4x8xf32>, tensor<4x1xi32>, tensor<2xi32>)
+  %out = moe.experts %routed, %counts, %w1, %b1, %w2, %b2 {layer = "moe1", activation = "relu", capacity = 2 : i64, placement = #p}
+      : (tensor<4x8xf32>, tensor<2xi32>, tensor<2x8x16xf32>, tensor<2x16xf32>, tensor<2x16x8xf32>, tensor<2x8xf32>) -> tensor<4x8xf32>
+  %y = moe.combine %out, %pos, %cw {layer = "moe1", placement = #p}
+      : (tensor<4x8xf32>, tensor<4x1xi32>, tensor<4x1xf32>) -> tensor<4x8xf32>
+  %loss = nn.reduce_sum %y {dims = array<i64: 0, 1>} : (tensor<4x8xf32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
 }
