@@ -292,6 +292,31 @@ private:
       return errorf("is the loss and must be a scalar, not ",
                     shapeString(b.shape()));
 
+    if (b.alias_of() != -1) {
+      int32_t root = b.alias_of();
+      if (root < 0 || static_cast<uint32_t>(root) >= numBuffers ||
+          static_cast<uint32_t>(root) == i)
+        return errorf("is a view of buffer ", root, ", which does not exist");
+      const fb::Buffer *target = p.buffers()->Get(root);
+      if (!target || target->alias_of() != -1)
+        return errorf("is a view of ", bufferRef(root),
+                      ", which is itself a view");
+      if (target->offset() != b.offset() || target->size() != b.size() ||
+          target->element_type() != b.element_type())
+        return errorf("is a view of ", bufferRef(root),
+                      " but differs in offset, size or element type");
+      if (target->kind() != b.kind() || target->moe_layer() != b.moe_layer())
+        return errorf("is a view of ", bufferRef(root),
+                      " but differs in kind or MoE layer");
+      if (b.init() != fb::InitKind::None || b.param_name() ||
+          b.state_of() != -1)
+        return errorf("is a view and cannot carry parameter or optimizer "
+                      "state fields; its source does");
+      // A view is its source's storage under another shape: the source
+      // carries the parameter, state and layer checks.
+      return Status::ok();
+    }
+
     if (b.kind() == fb::BufferKind::Parameter) {
       if (str(b.param_name()).empty())
         return errorf("is a parameter without a name");
@@ -336,20 +361,6 @@ private:
                       "' and must have ", slots,
                       " slots as leading dimension, not shape ",
                       shapeString(b.shape()));
-    }
-    if (b.alias_of() != -1) {
-      int32_t root = b.alias_of();
-      if (root < 0 || static_cast<uint32_t>(root) >= numBuffers ||
-          static_cast<uint32_t>(root) == i)
-        return errorf("is a view of buffer ", root, ", which does not exist");
-      const fb::Buffer *target = p.buffers()->Get(root);
-      if (!target || target->alias_of() != -1)
-        return errorf("is a view of ", bufferRef(root),
-                      ", which is itself a view");
-      if (target->offset() != b.offset() || target->size() != b.size() ||
-          target->element_type() != b.element_type())
-        return errorf("is a view of ", bufferRef(root),
-                      " but differs in offset, size or element type");
     }
     return Status::ok();
   }

@@ -492,3 +492,30 @@ TEST(ProgramVerifier, ChecksNonFiniteOptimizerValues) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(ProgramVerifier, AcceptsViewsOfParametersAndChecksTheirFields) {
+  // A reshaped parameter: the view inherits kind and layer, but not the
+  // parameter's name or initializer.
+  ProgramDesc desc = tinyMoeProgram();
+  uint32_t head = findBuffer(desc, "head");
+  BufferDesc view = desc.buffers[head];
+  view.name = "head.flat";
+  view.shape = {128};
+  view.init = fb::InitKind::None;
+  view.paramName.clear();
+  view.aliasOf = static_cast<int32_t>(head);
+  desc.buffers.push_back(view);
+  EXPECT_EQ(verifyError(desc), "");
+
+  desc.buffers.back().paramName = "head";
+  EXPECT_REJECTED(desc, "('head.flat'): is a view and cannot carry parameter "
+                        "or optimizer state fields; its source does");
+
+  desc.buffers.back().paramName.clear();
+  desc.buffers.back().kind = BufferKind::Activation;
+  EXPECT_REJECTED(desc, "but differs in kind or MoE layer");
+}
+
+} // namespace
