@@ -5,10 +5,8 @@
 #include "flexmoe/Compiler/ProgramTranslation.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/Diagnostics.h"
-#include "mlir/IR/Verifier.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Support/ToolUtilities.h"
@@ -27,7 +25,6 @@ using flexmoe::models::GPTMoEConfig;
 
 namespace {
 constexpr llvm::StringLiteral kComputeDtypeAttr = "flexmoe.compute_dtype";
-constexpr llvm::StringLiteral kModelAttr = "flexmoe.model";
 
 llvm::Error makeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);

@@ -5,6 +5,7 @@
 #include "flexmoe/Dialect/Moe/MoeOps.h"
 #include "flexmoe/Dialect/NN/NNDialect.h"
 #include "flexmoe/Dialect/NN/NNOps.h"
+#include "runtime/plan/Placement.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -13,6 +14,7 @@
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
@@ -118,6 +120,43 @@ llvm::Error flexmoe::models::validateGPTMoEConfig(const GPTMoEConfig &config) {
     return error(llvm::formatv(
         "the auxiliary loss coefficient must not be negative, got {0}",
         config.auxLossCoef));
+  // Every expert needs a slot on some device.
+  constexpr int64_t kMaxExperts =
+      flexmoe::plan::kMaxWorldSize * flexmoe::plan::kMaxSlotsPerDevice;
+  if (config.numExperts > kMaxExperts)
+    return error(llvm::formatv(
+        "{0} experts per layer exceed the {1} expert slots of the largest "
+        "supported cluster ({2} devices of {3} slots)",
+        config.numExperts, kMaxExperts, flexmoe::plan::kMaxWorldSize,
+        flexmoe::plan::kMaxSlotsPerDevice));
+  // Shapes multiply into element counts everywhere downstream (buffer sizes,
+  // arena offsets); refuse sizes whose tensors no machine could hold rather
+  // than let those products overflow.
+  constexpr int64_t kMaxElements = int64_t(1) << 48;
+  struct Tensor {
+    const char *what;
+    std::initializer_list<int64_t> shape;
+  };
+  const Tensor largest[] = {
+      {"token embedding [vocab, d_model]", {config.vocabSize, config.dModel}},
+      {"logits [batch, seq, vocab]",
+       {config.batchSize, config.seqLen, config.vocabSize}},
+      {"dense FFN activation [batch, seq, ffn_hidden]",
+       {config.batchSize, config.seqLen, config.ffnHidden}},
+      {"expert weights [experts, d_model, expert_hidden]",
+       {config.numExperts, config.dModel, config.expertHidden}},
+      {"routed expert activation [batch * seq * top_k, expert_hidden]",
+       {config.batchSize, config.seqLen, config.topK, config.expertHidden}},
+  };
+  for (const Tensor &tensor : largest) {
+    std::optional<int64_t> elements = 1;
+    for (int64_t dim : tensor.shape)
+      elements = elements ? llvm::checkedMul(*elements, dim) : std::nullopt;
+    if (!elements || *elements > kMaxElements)
+      return error(llvm::formatv("the {0} tensor would hold more than 2^48 "
+                                 "elements",
+                                 tensor.what));
+  }
   if (!(config.dropout >= 0 && config.dropout < 1))
     return error(llvm::formatv("the dropout rate must be in [0, 1), got {0}",
                                config.dropout));
