@@ -15,3 +15,4 @@ config.environment["PATH"] = os.pathsep.join(
     [config.flexmoe_tools_dir, config.llvm_tools_dir, config.environment.get("PATH", os.environ["PATH"])])
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%flexmoe_src_root", config.flexmoe_src_root))
+config.substitutions.append(("%flexmoe_obj_root", config.flexmoe_obj_root))
