@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace flexmoe::test {
@@ -88,13 +89,11 @@ GradCheckResult checkGradient(Loss &&loss, std::vector<double> &x,
     const double denom =
         std::max({std::abs(analytic[i]), std::abs(numeric), 1.0});
     const double err = std::abs(analytic[i] - numeric) / denom;
-    if (err > result.maxRelativeError || i == 0) {
-      result.maxRelativeError = std::max(err, result.maxRelativeError);
-      if (err >= result.maxRelativeError) {
-        result.worstIndex = i;
-        result.analytic = analytic[i];
-        result.numeric = numeric;
-      }
+    if (i == 0 || err > result.maxRelativeError) {
+      result.maxRelativeError = err;
+      result.worstIndex = i;
+      result.analytic = analytic[i];
+      result.numeric = numeric;
     }
   }
   return result;
