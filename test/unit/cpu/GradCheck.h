@@ -60,6 +60,20 @@ inline double dot(const std::vector<double> &a, const std::vector<double> &b) {
   return s;
 }
 
+/// max_i |a[i] − b[i]| / max(|b[i]|, 1): compares a float kernel's result
+/// (a) with a double reference (b).
+template <typename A, typename B>
+double maxRelativeDifference(const std::vector<A> &a,
+                             const std::vector<B> &b) {
+  assert(a.size() == b.size() && "compared vectors of different sizes");
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double x = static_cast<double>(a[i]), y = static_cast<double>(b[i]);
+    worst = std::max(worst, std::abs(x - y) / std::max(std::abs(y), 1.0));
+  }
+  return worst;
+}
+
 /// The worst element of a gradient check, for a readable failure message.
 struct GradCheckResult {
   double maxRelativeError = 0; ///< max over i of |a−n| / max(|a|, |n|, 1)
