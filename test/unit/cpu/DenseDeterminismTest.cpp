@@ -105,3 +105,24 @@ TEST(DenseDeterminism, BitwiseIdenticalAcrossThreadCounts) {
 }
 
 } // namespace
+
+namespace {
+
+// The norm is a double: compared at full precision (the float outputs above
+// would hide a differently associated sum).
+TEST(DenseDeterminism, GlobalNormIsIdenticalAcrossThreadCounts) {
+  std::vector<float> a = randomVectorAs<float>(100003, 8);
+  std::vector<float> b = randomVectorAs<float>(777, 9);
+  std::vector<GradBuffer<float>> bufs = {{a.data(), 100003}, {b.data(), 777}};
+  const int saved = omp_get_max_threads();
+  std::vector<double> norms;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    norms.push_back(globalNorm<float>(bufs));
+  }
+  omp_set_num_threads(saved);
+  EXPECT_EQ(norms[0], norms[1]);
+  EXPECT_EQ(norms[0], norms[2]);
+}
+
+} // namespace
