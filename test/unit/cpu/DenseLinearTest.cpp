@@ -226,3 +226,33 @@ TEST(DenseMatmul, GradientByMatmulsMatchesFiniteDifferences) {
 }
 
 } // namespace
+
+namespace {
+
+// Empty tensors (no tokens, an empty vocabulary slice) are no-ops, never
+// out-of-bounds reads.
+TEST(DenseEmptyTensors, KernelsAcceptZeroSizes) {
+  std::vector<float> none;
+  std::vector<int32_t> noIds;
+  EXPECT_TRUE(embedding(noIds.data(), 0, none.data(), 0, 4, none.data()));
+  linear(none.data(), none.data(), static_cast<const float *>(nullptr), 0, 3,
+         2, none.data());
+  layerNorm(none.data(), none.data(), none.data(), 0, 8, 1e-5, none.data());
+  const int64_t empty[] = {3, 0, 2};
+  softmax(none.data(), *splitAtAxis(empty, 1), none.data());
+  EXPECT_TRUE(attention(none.data(), none.data(), none.data(),
+                        AttentionConfig{0, 4, 8, 2, true, 0}, none.data()));
+  EXPECT_TRUE(add(none.data(), empty, none.data(), empty, none.data()));
+  const int64_t perm[] = {2, 1, 0}, dims[] = {1};
+  EXPECT_TRUE(transpose(none.data(), empty, perm, none.data()));
+  EXPECT_TRUE(roll(none.data(), empty, dims, dims, none.data()));
+  float loss = -1;
+  EXPECT_TRUE(crossEntropy(none.data(), noIds.data(), 0, 5, -100, &loss));
+  EXPECT_EQ(loss, 0.f);
+  std::vector<float> out(6, -1.f);
+  EXPECT_TRUE(reduceSum(none.data(), empty, dims, out.data()));
+  for (float v : out)
+    EXPECT_EQ(v, 0.f);
+}
+
+} // namespace

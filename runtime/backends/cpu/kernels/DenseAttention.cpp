@@ -58,9 +58,9 @@ void rowProbabilities(const T *qi, const T *kh, int64_t ld, int64_t headDim,
 } // namespace
 
 Status verifyAttentionConfig(const AttentionConfig &c) {
-  if (c.batch <= 0 || c.seq <= 0 || c.dim <= 0)
+  if (c.batch < 0 || c.seq < 0 || c.dim < 0)
     return errorf("attention sizes [", c.batch, ",", c.seq, ",", c.dim,
-                  "] must be positive");
+                  "] must not be negative");
   if (c.numHeads <= 0 || c.dim % c.numHeads != 0)
     return errorf("attention num_heads ", c.numHeads,
                   " does not divide the model dimension ", c.dim);

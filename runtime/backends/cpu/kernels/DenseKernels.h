@@ -125,7 +125,7 @@ void geluGrad(const T *x, const T *dy, int64_t n,
               GeluApproximation approximate, T *dx);
 
 /// Numerically stable softmax along the middle axis of [outer, axis, inner]
-/// (see splitAtAxis).
+/// (see splitAtAxis). A line whose inputs are all −∞ gives NaN, as in torch.
 template <typename T> void softmax(const T *x, AxisSplit split, T *y);
 
 /// dx = y ⊙ (dy − Σ_axis y ⊙ dy), from the forward's output y.
@@ -145,7 +145,7 @@ struct AttentionConfig {
   int64_t window = 0;
 };
 
-/// Checks numHeads divides dim, window ≥ 0 and positive sizes.
+/// Checks numHeads divides dim, window ≥ 0 and sizes ≥ 0 (empty is a no-op).
 Status verifyAttentionConfig(const AttentionConfig &config);
 
 /// q, k, v, out: [B,S,D]; head h uses columns [h·d, (h+1)·d), d = D/heads.

@@ -88,6 +88,8 @@ void layerNormGrad(const T *x, const T *gamma, const T *dy, int64_t rows,
 
 template <typename T> void softmax(const T *x, AxisSplit split, T *y) {
   const int64_t n = split.axisSize, inner = split.inner;
+  if (n == 0)
+    return; // an empty axis has no maximum to read
 #pragma omp parallel for schedule(static)
   for (int64_t line = 0; line < split.outer * inner; ++line) {
     const int64_t base = (line / inner) * n * inner + line % inner;
