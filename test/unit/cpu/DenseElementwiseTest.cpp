@@ -141,7 +141,7 @@ TEST(DenseBroadcast, GradientsByReduceToShapeMatchFiniteDifferences) {
 TEST(DenseReduceSum, MatchesReferenceForDimSets) {
   const Dims shape = {2, 3, 4, 5};
   std::vector<float> x = randomVectorAs<float>(120, 7);
-  const std::vector<Dims> dimSets = {{0}, {3}, {-1}, {1, 3}, {0, 2},
+  const std::vector<Dims> dimSets = {{0}, {0, 1}, {1, 0, 2}, {3}, {-1}, {1, 3}, {0, 2},
                                      {-4, -2, -1}, {0, 1, 2, 3}, {}};
   for (const Dims &dims : dimSets) {
     std::vector<bool> red(4, false);
@@ -162,6 +162,19 @@ TEST(DenseReduceSum, MatchesReferenceForDimSets) {
     ASSERT_TRUE(reduceSum(x.data(), shape, dims, out.data()));
     EXPECT_LT(maxRelativeDifference(out, ref), 1e-6) << "dims " << dims.size();
   }
+}
+
+// The prefix fast path ([R, C] over dim 0) adds in the same order as the
+// general path: summing the transpose over its last dim is bitwise equal.
+TEST(DenseReduceSum, PrefixFastPathMatchesGeneralPathBitwise) {
+  const Dims shape = {300, 70}, tshape = {70, 300};
+  std::vector<float> x = randomVectorAs<float>(21000, 21, -100, 100);
+  std::vector<float> xt(21000), a(70), b(70);
+  const int64_t perm[] = {1, 0}, d0[] = {0}, d1[] = {1};
+  ASSERT_TRUE(transpose(x.data(), shape, perm, xt.data()));
+  ASSERT_TRUE(reduceSum(x.data(), shape, d0, a.data()));
+  ASSERT_TRUE(reduceSum(xt.data(), tshape, d1, b.data()));
+  EXPECT_EQ(a, b);
 }
 
 TEST(DenseReduceSum, BadDimsAreErrors) {

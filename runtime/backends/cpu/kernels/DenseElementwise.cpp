@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numbers>
 #include <sstream>
 
@@ -224,6 +225,28 @@ Status reduceSum(const T *x, Shape shape, std::span<const int64_t> dims,
   const int64_t outSize = numElements(keptSizes);
   const int64_t redSize = numElements(redSizes);
   const int64_t numRed = static_cast<int64_t>(redSizes.size());
+  // Fast path for the common bias-gradient case, reduced dims a prefix
+  // ([R, C] → [C]): row-major reads in column blocks. It adds in the same
+  // order (r ascending) as the general loop below, so results are identical.
+  const bool prefix = std::is_sorted(reduced.begin(), reduced.end(),
+                                     std::greater<bool>());
+  if (prefix && numRed > 0 && numRed < rank) {
+    constexpr int64_t kBlock = 64;
+    const int64_t numBlocks = (outSize + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < numBlocks; ++blk) {
+      const int64_t c0 = blk * kBlock, width = std::min(kBlock, outSize - c0);
+      double acc[kBlock] = {};
+      for (int64_t r = 0; r < redSize; ++r) {
+        const T *row = x + r * outSize + c0;
+        for (int64_t c = 0; c < width; ++c)
+          acc[c] += static_cast<double>(row[c]);
+      }
+      for (int64_t c = 0; c < width; ++c)
+        out[c0 + c] = static_cast<T>(acc[c]);
+    }
+    return Status::ok();
+  }
   // Each output element sums its inputs alone, in row-major order of the
   // reduced coordinates: deterministic under any thread count.
 #pragma omp parallel

@@ -70,19 +70,28 @@ void layerNormGrad(const T *x, const T *gamma, const T *dy, int64_t rows,
       dxr[c] = static_cast<T>(rstd * (g - meanG - xhat * meanGX));
     }
   }
-  // Parameter gradients: threads split the columns, each summing its rows
-  // in order (no racing reduction).
+  // Parameter gradients: threads split blocks of columns and each sums its
+  // rows in order (no racing reduction); blocks keep the reads row-major.
+  constexpr int64_t kBlock = 64;
+  const int64_t numBlocks = (dim + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < dim; ++c) {
-    double sg = 0, sb = 0;
+  for (int64_t blk = 0; blk < numBlocks; ++blk) {
+    const int64_t c0 = blk * kBlock, width = std::min(kBlock, dim - c0);
+    double sg[kBlock] = {}, sb[kBlock] = {};
     for (int64_t r = 0; r < rows; ++r) {
-      const double d = static_cast<double>(dy[r * dim + c]);
-      sg += d * (static_cast<double>(x[r * dim + c]) - stats[2 * r]) *
-            stats[2 * r + 1];
-      sb += d;
+      const T *xr = x + r * dim + c0;
+      const T *dyr = dy + r * dim + c0;
+      const double mean = stats[2 * r], rstd = stats[2 * r + 1];
+      for (int64_t c = 0; c < width; ++c) {
+        const double d = static_cast<double>(dyr[c]);
+        sg[c] += d * (static_cast<double>(xr[c]) - mean) * rstd;
+        sb[c] += d;
+      }
     }
-    dgamma[c] = static_cast<T>(sg);
-    dbeta[c] = static_cast<T>(sb);
+    for (int64_t c = 0; c < width; ++c) {
+      dgamma[c0 + c] = static_cast<T>(sg[c]);
+      dbeta[c0 + c] = static_cast<T>(sb[c]);
+    }
   }
 }
 
