@@ -44,9 +44,9 @@ std::vector<double> referenceAttention(const std::vector<float> &q,
           for (int64_t t = 0; t < hd; ++t)
             s += double(q[(b * S + i) * D + h * hd + t]) *
                  k[(b * S + j) * D + h * hd + t];
-          scores[i * S + j] =
-              sees(i, j, c.causal, c.window) ? s / std::sqrt(double(hd))
-                                             : -INFINITY;
+          scores[i * S + j] = sees(i, j, c.causal, c.window)
+                                  ? s / std::sqrt(double(hd))
+                                  : -INFINITY;
         }
       for (int64_t i = 0; i < S; ++i) {
         double maxv = -INFINITY, sum = 0;
@@ -70,9 +70,8 @@ struct Variant {
   bool causal;
   int64_t window;
 };
-constexpr Variant kVariants[] = {{false, 0}, {true, 0}, {false, 2},
-                                 {true, 3},  {false, 1}, {true, 1},
-                                 {false, 100}};
+constexpr Variant kVariants[] = {{false, 0}, {true, 0}, {false, 2},  {true, 3},
+                                 {false, 1}, {true, 1}, {false, 100}};
 
 TEST(DenseAttention, ForwardMatchesNaiveMaskedReference) {
   for (const Variant &var : kVariants)
@@ -127,8 +126,8 @@ TEST(DenseAttention, GradientMatchesFiniteDifferences) {
     std::vector<double> dq(n, 7.0), dk(n, 7.0), dv(n, 7.0);
     ASSERT_TRUE(attentionGrad(q.data(), k.data(), v.data(), dy.data(), c,
                               dq.data(), dk.data(), dv.data()));
-    SCOPED_TRACE(testing::Message() << "causal=" << var.causal
-                                    << " window=" << var.window);
+    SCOPED_TRACE(testing::Message()
+                 << "causal=" << var.causal << " window=" << var.window);
     EXPECT_LT(checkGradient([&](auto &x) { return loss(x, k, v); }, q, dq)
                   .maxRelativeError,
               kGradTol);

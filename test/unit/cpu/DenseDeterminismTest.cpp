@@ -68,8 +68,7 @@ std::vector<std::vector<float>> runAllKernels() {
   std::vector<int32_t> labels(rows);
   for (int64_t i = 0; i < rows; ++i)
     labels[i] = i % 5 == 0 ? -100 : static_cast<int32_t>(i % D);
-  EXPECT_TRUE(
-      crossEntropy(x.data(), labels.data(), rows, D, -100, out(1)));
+  EXPECT_TRUE(crossEntropy(x.data(), labels.data(), rows, D, -100, out(1)));
   EXPECT_TRUE(crossEntropyGrad(x.data(), labels.data(), rows, D, -100, 1.f,
                                out(rows * D)));
   // The second moment must be non-negative (a NaN would fail EXPECT_EQ).
@@ -78,8 +77,7 @@ std::vector<std::vector<float>> runAllKernels() {
   EXPECT_TRUE(adamw(x.data(), y.data(), y.data(), v.data(), rows * D,
                     AdamWConfig{}, 3, np, nm, out(rows * D)));
   std::vector<float> big = randomVectorAs<float>(50000, 6);
-  std::vector<GradBuffer<float>> bufs = {{big.data(), 50000},
-                                         {dx, rows * D}};
+  std::vector<GradBuffer<float>> bufs = {{big.data(), 50000}, {dx, rows * D}};
   *out(1) = static_cast<float>(clipByGlobalNorm<float>(bufs, 1.0));
   outs.push_back(big);
   return outs;

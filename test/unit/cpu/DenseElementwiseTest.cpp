@@ -50,9 +50,12 @@ struct BroadcastCase {
   Dims lhs, rhs, out;
 };
 const BroadcastCase kBroadcastCases[] = {
-    {{2, 3, 4}, {2, 3, 4}, {2, 3, 4}}, {{2, 3, 4}, {4}, {2, 3, 4}},
-    {{2, 1, 4}, {3, 1}, {2, 3, 4}},    {{1}, {2, 3}, {2, 3}},
-    {{5, 1}, {1, 6}, {5, 6}},          {{}, {3, 2}, {3, 2}},
+    {{2, 3, 4}, {2, 3, 4}, {2, 3, 4}},
+    {{2, 3, 4}, {4}, {2, 3, 4}},
+    {{2, 1, 4}, {3, 1}, {2, 3, 4}},
+    {{1}, {2, 3}, {2, 3}},
+    {{5, 1}, {1, 6}, {5, 6}},
+    {{}, {3, 2}, {3, 2}},
     {{2, 3, 1, 5}, {3, 4, 1}, {2, 3, 4, 5}}};
 
 TEST(DenseBroadcast, AddAndMulMatchReference) {
@@ -111,8 +114,9 @@ TEST(DenseBroadcast, GradientsByReduceToShapeMatchFiniteDifferences) {
       auto loss = [&](const std::vector<double> &ls,
                       const std::vector<double> &rs) {
         std::vector<double> y(n);
-        EXPECT_TRUE(isMul ? mul(ls.data(), bc.lhs, rs.data(), bc.rhs, y.data())
-                          : add(ls.data(), bc.lhs, rs.data(), bc.rhs, y.data()));
+        EXPECT_TRUE(isMul
+                        ? mul(ls.data(), bc.lhs, rs.data(), bc.rhs, y.data())
+                        : add(ls.data(), bc.lhs, rs.data(), bc.rhs, y.data()));
         return dot(y, dy);
       };
       std::vector<double> gl(n), gr(n), dl(nl), dr(nr);
@@ -141,8 +145,9 @@ TEST(DenseBroadcast, GradientsByReduceToShapeMatchFiniteDifferences) {
 TEST(DenseReduceSum, MatchesReferenceForDimSets) {
   const Dims shape = {2, 3, 4, 5};
   std::vector<float> x = randomVectorAs<float>(120, 7);
-  const std::vector<Dims> dimSets = {{0}, {0, 1}, {1, 0, 2}, {3}, {-1}, {1, 3}, {0, 2},
-                                     {-4, -2, -1}, {0, 1, 2, 3}, {}};
+  const std::vector<Dims> dimSets = {
+      {0},    {0, 1}, {1, 0, 2},    {3},          {-1},
+      {1, 3}, {0, 2}, {-4, -2, -1}, {0, 1, 2, 3}, {}};
   for (const Dims &dims : dimSets) {
     std::vector<bool> red(4, false);
     for (int64_t d : dims)
@@ -264,8 +269,8 @@ TEST(DenseRoll, MatchesTorchRollSemantics) {
   struct Case {
     Dims shifts, dims;
   };
-  const Case cases[] = {{{1}, {2}},       {{-1}, {-1}},   {{2, -3}, {0, 2}},
-                        {{7}, {1}},       {{1, 1}, {1, 1}}, {{0}, {0}},
+  const Case cases[] = {{{1}, {2}},        {{-1}, {-1}},     {{2, -3}, {0, 2}},
+                        {{7}, {1}},        {{1, 1}, {1, 1}}, {{0}, {0}},
                         {{-13, 4}, {2, 0}}};
   for (const Case &c : cases) {
     Dims shift(3, 0);

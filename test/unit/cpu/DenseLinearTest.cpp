@@ -26,7 +26,8 @@ TEST(DenseEmbedding, ForwardGathersRows) {
   std::vector<int32_t> ids = {3, 0, 6, 3, 1, 5};
   std::vector<float> table = randomVectorAs<float>(V * D, 11);
   std::vector<float> out(ids.size() * D, -1.f);
-  ASSERT_TRUE(embedding(ids.data(), ids.size(), table.data(), V, D, out.data()));
+  ASSERT_TRUE(
+      embedding(ids.data(), ids.size(), table.data(), V, D, out.data()));
   for (size_t i = 0; i < ids.size(); ++i)
     for (int64_t c = 0; c < D; ++c)
       EXPECT_EQ(out[i * D + c], table[ids[i] * D + c]) << i << "," << c;
@@ -177,7 +178,8 @@ TEST(DenseMatmul, ForwardMatchesReferenceForAllFlagCombinations) {
     for (bool tr : {false, true})
       for (bool batched : {false, true}) {
         MatmulCase c{3, 4, 6, 5, tl, tr, batched};
-        std::vector<float> a = randomVectorAs<float>(c.batch * c.m * c.k, ++seed);
+        std::vector<float> a =
+            randomVectorAs<float>(c.batch * c.m * c.k, ++seed);
         std::vector<float> b =
             randomVectorAs<float>((batched ? c.batch : 1) * c.k * c.n, ++seed);
         std::vector<float> out(c.batch * c.m * c.n);
@@ -235,8 +237,8 @@ TEST(DenseEmptyTensors, KernelsAcceptZeroSizes) {
   std::vector<float> none;
   std::vector<int32_t> noIds;
   EXPECT_TRUE(embedding(noIds.data(), 0, none.data(), 0, 4, none.data()));
-  linear(none.data(), none.data(), static_cast<const float *>(nullptr), 0, 3,
-         2, none.data());
+  linear(none.data(), none.data(), static_cast<const float *>(nullptr), 0, 3, 2,
+         none.data());
   layerNorm(none.data(), none.data(), none.data(), 0, 8, 1e-5, none.data());
   const int64_t empty[] = {3, 0, 2};
   softmax(none.data(), *splitAtAxis(empty, 1), none.data());

@@ -40,17 +40,18 @@ double referenceCrossEntropy(const std::vector<float> &logits,
 TEST(DenseCrossEntropy, ForwardMatchesReferenceAndIgnoresLabels) {
   const int64_t V = 11;
   std::vector<int32_t> labels = {3, -100, 0, 10, 7, -100, 3};
-  std::vector<float> logits = randomVectorAs<float>(labels.size() * V, 1, -4, 4);
+  std::vector<float> logits =
+      randomVectorAs<float>(labels.size() * V, 1, -4, 4);
   float loss = -1;
-  ASSERT_TRUE(crossEntropy(logits.data(), labels.data(), labels.size(), V,
-                           -100, &loss));
+  ASSERT_TRUE(crossEntropy(logits.data(), labels.data(), labels.size(), V, -100,
+                           &loss));
   EXPECT_NEAR(loss, referenceCrossEntropy(logits, labels, V, -100), 1e-5);
   // Ignored rows do not count: changing their logits changes nothing.
   for (int64_t c = 0; c < V; ++c)
     logits[1 * V + c] = 1000.f * (c + 1);
   float again = -1;
-  ASSERT_TRUE(crossEntropy(logits.data(), labels.data(), labels.size(), V,
-                           -100, &again));
+  ASSERT_TRUE(crossEntropy(logits.data(), labels.data(), labels.size(), V, -100,
+                           &again));
   EXPECT_EQ(loss, again);
   // A custom ignore_index inside the vocabulary (padding id 3).
   std::vector<int32_t> kept = {0, 10, 7};
@@ -59,8 +60,8 @@ TEST(DenseCrossEntropy, ForwardMatchesReferenceAndIgnoresLabels) {
     keptLogits.insert(keptLogits.end(), logits.begin() + r * V,
                       logits.begin() + (r + 1) * V);
   // -100 is a bad label once it is not the ignore_index.
-  EXPECT_FALSE(crossEntropy(logits.data(), labels.data(), labels.size(), V, 3,
-                            &loss));
+  EXPECT_FALSE(
+      crossEntropy(logits.data(), labels.data(), labels.size(), V, 3, &loss));
   labels = {3, 3, 0, 10, 7, 3, 3};
   ASSERT_TRUE(
       crossEntropy(logits.data(), labels.data(), labels.size(), V, 3, &loss));
@@ -114,13 +115,13 @@ TEST(DenseCrossEntropy, BadLabelsAreErrorsNamingThem) {
     flexmoe::Status st =
         crossEntropy(logits.data(), labels.data(), 3, 4, -100, &loss);
     ASSERT_FALSE(st);
-    EXPECT_NE(st.message().find("label " + std::to_string(bad) +
-                                " at position 1"),
-              std::string::npos)
+    EXPECT_NE(
+        st.message().find("label " + std::to_string(bad) + " at position 1"),
+        std::string::npos)
         << st.message();
     EXPECT_EQ(loss, 4.f);
-    ASSERT_FALSE(crossEntropyGrad(logits.data(), labels.data(), 3, 4, -100,
-                                  1.f, dl.data()));
+    ASSERT_FALSE(crossEntropyGrad(logits.data(), labels.data(), 3, 4, -100, 1.f,
+                                  dl.data()));
     for (float g : dl)
       EXPECT_EQ(g, 4.f);
   }

@@ -42,7 +42,8 @@ TEST(DenseLayerNorm, ForwardMatchesReference) {
       var += (x[r * D + c] - mean) * (x[r * D + c] - mean);
     var /= D;
     for (int64_t c = 0; c < D; ++c)
-      ref[r * D + c] = (x[r * D + c] - mean) / std::sqrt(var + eps) * g[c] + b[c];
+      ref[r * D + c] =
+          (x[r * D + c] - mean) / std::sqrt(var + eps) * g[c] + b[c];
   }
   EXPECT_LT(maxRelativeDifference(y, ref), kFloatTol);
 }

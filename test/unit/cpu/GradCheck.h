@@ -1,4 +1,5 @@
-//===- GradCheck.h - finite-difference gradient checks for kernels -*- C++ -*-===//
+//===- GradCheck.h - finite-difference gradient checks for kernels -*- C++
+//-*-===//
 //
 // Shared by the dense (Dense*Test.cpp) and MoE (Moe*Test.cpp) kernel tests.
 // A kernel's backward is checked in double precision against central
@@ -63,8 +64,7 @@ inline double dot(const std::vector<double> &a, const std::vector<double> &b) {
 /// max_i |a[i] − b[i]| / max(|b[i]|, 1): compares a float kernel's result
 /// (a) with a double reference (b).
 template <typename A, typename B>
-double maxRelativeDifference(const std::vector<A> &a,
-                             const std::vector<B> &b) {
+double maxRelativeDifference(const std::vector<A> &a, const std::vector<B> &b) {
   assert(a.size() == b.size() && "compared vectors of different sizes");
   double worst = 0;
   for (size_t i = 0; i < a.size(); ++i) {

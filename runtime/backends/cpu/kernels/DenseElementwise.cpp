@@ -159,13 +159,14 @@ void gelu(const T *x, int64_t n, GeluApproximation approximate, T *y) {
   } else {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i)
-      y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * T(std::numbers::sqrt2 / 2)));
+      y[i] =
+          T(0.5) * x[i] * (T(1) + std::erf(x[i] * T(std::numbers::sqrt2 / 2)));
   }
 }
 
 template <typename T>
-void geluGrad(const T *x, const T *dy, int64_t n,
-              GeluApproximation approximate, T *dx) {
+void geluGrad(const T *x, const T *dy, int64_t n, GeluApproximation approximate,
+              T *dx) {
   if (approximate == GeluApproximation::Tanh) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
@@ -173,8 +174,8 @@ void geluGrad(const T *x, const T *dy, int64_t n,
       const T inner = T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v);
       const T t = std::tanh(inner);
       const T dInner = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v);
-      dx[i] = dy[i] * (T(0.5) * (T(1) + t) +
-                       T(0.5) * v * (T(1) - t * t) * dInner);
+      dx[i] =
+          dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * dInner);
     }
   } else {
     // d/dx x·Φ(x) = Φ(x) + x·φ(x).
@@ -190,15 +191,13 @@ void geluGrad(const T *x, const T *dy, int64_t n,
 }
 
 template <typename T>
-Status add(const T *lhs, Shape lhsShape, const T *rhs, Shape rhsShape,
-           T *out) {
+Status add(const T *lhs, Shape lhsShape, const T *rhs, Shape rhsShape, T *out) {
   return broadcastBinary(lhs, lhsShape, rhs, rhsShape, out,
                          [](T a, T b) { return a + b; });
 }
 
 template <typename T>
-Status mul(const T *lhs, Shape lhsShape, const T *rhs, Shape rhsShape,
-           T *out) {
+Status mul(const T *lhs, Shape lhsShape, const T *rhs, Shape rhsShape, T *out) {
   return broadcastBinary(lhs, lhsShape, rhs, rhsShape, out,
                          [](T a, T b) { return a * b; });
 }
@@ -228,8 +227,8 @@ Status reduceSum(const T *x, Shape shape, std::span<const int64_t> dims,
   // Fast path for the common bias-gradient case, reduced dims a prefix
   // ([R, C] → [C]): row-major reads in column blocks. It adds in the same
   // order (r ascending) as the general loop below, so results are identical.
-  const bool prefix = std::is_sorted(reduced.begin(), reduced.end(),
-                                     std::greater<bool>());
+  const bool prefix =
+      std::is_sorted(reduced.begin(), reduced.end(), std::greater<bool>());
   if (prefix && numRed > 0 && numRed < rank) {
     constexpr int64_t kBlock = 64;
     const int64_t numBlocks = (outSize + kBlock - 1) / kBlock;
@@ -415,9 +414,9 @@ Status dropout(const T *x, int64_t n, double rate, int64_t seed, int64_t step,
   const T keepScale = static_cast<T>(1 / (1 - rate));
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
-    const bool keep = counterUniform(static_cast<uint64_t>(seed),
-                                     static_cast<uint64_t>(step),
-                                     static_cast<uint64_t>(i)) >= rate;
+    const bool keep =
+        counterUniform(static_cast<uint64_t>(seed), static_cast<uint64_t>(step),
+                       static_cast<uint64_t>(i)) >= rate;
     y[i] = keep ? x[i] * keepScale : T(0);
   }
   return Status::ok();
@@ -439,8 +438,7 @@ Status dropout(const T *x, int64_t n, double rate, int64_t seed, int64_t step,
   template Status reduceToShape<T>(const T *, Shape, Shape, T *);              \
   template void scale<T>(const T *, int64_t, double, T *);                     \
   template void fill<T>(T *, int64_t, double);                                 \
-  template Status dropout<T>(const T *, int64_t, double, int64_t, int64_t,     \
-                             T *);
+  template Status dropout<T>(const T *, int64_t, double, int64_t, int64_t, T *);
 FLEXMOE_INSTANTIATE_LAYOUT(float)
 FLEXMOE_INSTANTIATE_LAYOUT(double)
 FLEXMOE_INSTANTIATE_LAYOUT(int32_t)

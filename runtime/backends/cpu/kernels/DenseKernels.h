@@ -121,8 +121,8 @@ template <typename T>
 void gelu(const T *x, int64_t n, GeluApproximation approximate, T *y);
 
 template <typename T>
-void geluGrad(const T *x, const T *dy, int64_t n,
-              GeluApproximation approximate, T *dx);
+void geluGrad(const T *x, const T *dy, int64_t n, GeluApproximation approximate,
+              T *dx);
 
 /// Numerically stable softmax along the middle axis of [outer, axis, inner]
 /// (see splitAtAxis). A line whose inputs are all −∞ gives NaN, as in torch.
@@ -175,8 +175,7 @@ Status mul(const T *lhs, Shape lhsShape, const T *rhs, Shape rhsShape, T *out);
 /// the shape of one broadcast operand: the backward of add (and of mul after
 /// multiplying by the other operand, see mul's tests).
 template <typename T>
-Status reduceToShape(const T *grad, Shape gradShape, Shape targetShape,
-                     T *out);
+Status reduceToShape(const T *grad, Shape gradShape, Shape targetShape, T *out);
 
 /// y = factor · x; y may alias x.
 template <typename T> void scale(const T *x, int64_t n, double factor, T *y);
@@ -261,14 +260,12 @@ template <typename T> struct GradBuffer {
 };
 
 /// √(Σ over buffers of Σ g²), accumulated in double in a fixed order.
-template <typename T>
-double globalNorm(std::span<const GradBuffer<T>> buffers);
+template <typename T> double globalNorm(std::span<const GradBuffer<T>> buffers);
 
 /// torch.nn.utils.clip_grad_norm_: with total = globalNorm, scales every
 /// buffer by maxNorm / (total + 1e-6) when that is below 1. Returns total.
 template <typename T>
-double clipByGlobalNorm(std::span<const GradBuffer<T>> buffers,
-                        double maxNorm);
+double clipByGlobalNorm(std::span<const GradBuffer<T>> buffers, double maxNorm);
 
 } // namespace flexmoe::cpu
 

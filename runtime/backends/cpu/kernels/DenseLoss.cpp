@@ -82,8 +82,8 @@ Status crossEntropyGrad(const T *logits, const int32_t *labels, int64_t rows,
     double maxv, lse;
     rowLogSumExp(x, vocab, maxv, lse);
     for (int64_t c = 0; c < vocab; ++c)
-      g[c] = static_cast<T>(
-          factor * std::exp(static_cast<double>(x[c]) - maxv - lse));
+      g[c] = static_cast<T>(factor *
+                            std::exp(static_cast<double>(x[c]) - maxv - lse));
     g[labels[r]] -= static_cast<T>(factor);
   }
   return Status::ok();
