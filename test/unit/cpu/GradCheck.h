@@ -1,5 +1,4 @@
-//===- GradCheck.h - finite-difference gradient checks for kernels -*- C++
-//-*-===//
+//===- GradCheck.h - finite-difference gradient checks ----------*- C++ -*-===//
 //
 // Shared by the dense (Dense*Test.cpp) and MoE (Moe*Test.cpp) kernel tests.
 // A kernel's backward is checked in double precision against central
