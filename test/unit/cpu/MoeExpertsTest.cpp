@@ -13,6 +13,9 @@ struct ExpertsCase {
   int64_t capacity;
 };
 
+// Readable parameters in gtest's output.
+void PrintTo(const ExpertsCase &c, std::ostream *os) { *os << c.name; }
+
 std::string caseName(const ::testing::TestParamInfo<ExpertsCase> &info) {
   return info.param.name;
 }

@@ -207,6 +207,41 @@ TEST_P(MoeLayerGrad, ChainedBackwardMatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(MoeCapacity, MoeLayerGrad, ::testing::Values(0, 4));
 
+TEST(MoeLayerEdgeCases, EmptyBatchIsLegal) {
+  // A data-parallel rank may receive no tokens; every kernel must accept it.
+  for (int64_t capacity : {0, 3}) {
+    const LayerShape s{0, 4, 3, 2, 5, capacity, MoeActivation::Relu};
+    LayerParams<double> p = randomParams<double>(s, 110);
+    const int64_t N = moeDispatchRows(s.T, s.E, s.K, s.C);
+    std::vector<double> probs, weights, routed(N * s.D, -7),
+        out(N * s.D, -7), y;
+    std::vector<int32_t> ids, positions, counts(s.E, -7);
+    ASSERT_MOE_OK(moeGate<double>(p.x.data(), p.gate.data(), 0, s.D, s.E,
+                                  s.K, probs.data(), ids.data(),
+                                  weights.data(), counts.data()));
+    EXPECT_EQ(counts, std::vector<int32_t>(s.E, 0));
+    ASSERT_MOE_OK(moeDispatch<double>(p.x.data(), ids.data(), 0, s.D, s.E,
+                                      s.K, s.C, routed.data(),
+                                      positions.data(), counts.data(),
+                                      nullptr));
+    EXPECT_EQ(routed, std::vector<double>(N * s.D, 0.0));
+    ASSERT_MOE_OK(moeExperts<double>(routed.data(), counts.data(),
+                                     p.w1.data(), p.b1.data(), p.w2.data(),
+                                     p.b2.data(), N, s.D, s.H, s.E, s.C,
+                                     s.activation, out.data()));
+    EXPECT_EQ(out, std::vector<double>(N * s.D, 0.0));
+    ASSERT_MOE_OK(moeCombine<double>(out.data(), positions.data(),
+                                     weights.data(), N, 0, s.D, s.K,
+                                     y.data()));
+    std::vector<double> dGate(s.D * s.E, -7), dx;
+    ASSERT_MOE_OK(moeGateGrad<double>(p.x.data(), p.gate.data(),
+                                      probs.data(), ids.data(),
+                                      weights.data(), probs.data(), 0, s.D,
+                                      s.E, s.K, dx.data(), dGate.data()));
+    EXPECT_EQ(dGate, std::vector<double>(s.D * s.E, 0.0));
+  }
+}
+
 /// Runs `body` with n OpenMP threads, restoring the previous setting.
 template <class F> auto withThreads(int n, F &&body) {
   const int saved = omp_get_max_threads();
