@@ -67,8 +67,8 @@ TEST(MoeDispatch, CapacityDropsLateCopiesAndZeroesPadding) {
   EXPECT_EQ(positions,
             (std::vector<int32_t>{0, 4, 5, 1, -1, 2, -1, -1, -1, -1}));
   EXPECT_EQ(dropped, 5);
-  const std::vector<float> expected = {0, 1, 10, 11, 20, 21, 0, 0,
-                                       0, 1, 10, 11};
+  const std::vector<float> expected = {0, 1, 10, 11, 20, 21,
+                                       0, 0, 0,  1,  10, 11};
   EXPECT_EQ(routed, expected);
 }
 
@@ -115,16 +115,15 @@ TEST_P(MoeDispatchGrad, MatchesFiniteDifferences) {
   if (C != 0)
     EXPECT_GT(dropped, 0) << "the capacity case should drop copies";
   std::vector<double> dx(T * D);
-  ASSERT_MOE_OK(moeDispatchGrad<double>(wr.data(), positions.data(), N, T, D,
-                                        K, dx.data()));
+  ASSERT_MOE_OK(moeDispatchGrad<double>(wr.data(), positions.data(), N, T, D, K,
+                                        dx.data()));
   GradCheckResult r = checkGradient(loss, x, dx);
   EXPECT_LT(r.maxRelativeError, 1e-8)
       << "dx[" << r.worstIndex << "]: analytic " << r.analytic << ", numeric "
       << r.numeric;
 }
 
-INSTANTIATE_TEST_SUITE_P(MoeCapacity, MoeDispatchGrad,
-                         ::testing::Values(0, 3));
+INSTANTIATE_TEST_SUITE_P(MoeCapacity, MoeDispatchGrad, ::testing::Values(0, 3));
 
 TEST(MoeCombine, WeightsKeptCopiesAndSkipsDropped) {
   // N = 3 rows of D = 2, T = 2 tokens, k = 2.
@@ -132,11 +131,10 @@ TEST(MoeCombine, WeightsKeptCopiesAndSkipsDropped) {
   std::vector<int32_t> positions = {2, 0, -1, 1};
   std::vector<float> weights = {0.25f, 0.75f, 0.5f, 0.5f};
   std::vector<float> y(4, -7.0f);
-  ASSERT_MOE_OK(moeCombine<float>(out.data(), positions.data(),
-                                  weights.data(), 3, 2, 2, 2, y.data()));
-  EXPECT_EQ(y, (std::vector<float>{0.25f * 5 + 0.75f * 1,
-                                   0.25f * 6 + 0.75f * 2, 0.5f * 3,
-                                   0.5f * 4}));
+  ASSERT_MOE_OK(moeCombine<float>(out.data(), positions.data(), weights.data(),
+                                  3, 2, 2, 2, y.data()));
+  EXPECT_EQ(y, (std::vector<float>{0.25f * 5 + 0.75f * 1, 0.25f * 6 + 0.75f * 2,
+                                   0.5f * 3, 0.5f * 4}));
 }
 
 TEST(MoeCombine, MatchesNaiveReferenceInFloat) {
@@ -159,8 +157,8 @@ TEST(MoeCombine, MatchesNaiveReferenceInFloat) {
       for (int64_t j = 0; j < K; ++j)
         if (positions[t * K + j] >= 0)
           expected += double(weights[t * K + j]) * double(x[t * D + d]);
-      EXPECT_NEAR(y[t * D + d], expected, 1e-5) << "y[" << t << "][" << d
-                                                << "]";
+      EXPECT_NEAR(y[t * D + d], expected, 1e-5)
+          << "y[" << t << "][" << d << "]";
     }
 }
 
@@ -181,8 +179,7 @@ TEST(MoeCombineGrad, MatchesFiniteDifferences) {
   std::vector<double> out = randomVector(N * D, 43);
   std::vector<double> weights = randomVector(T * K, 44);
   std::vector<double> wy = randomVector(T * D, 45);
-  auto loss = [&](const std::vector<double> &o,
-                  const std::vector<double> &w) {
+  auto loss = [&](const std::vector<double> &o, const std::vector<double> &w) {
     std::vector<double> y(T * D);
     EXPECT_TRUE(moeCombine<double>(o.data(), positions.data(), w.data(), N, T,
                                    D, K, y.data())
@@ -200,11 +197,10 @@ TEST(MoeCombineGrad, MatchesFiniteDifferences) {
       << "d_expert_out[" << ro.worstIndex << "]: analytic " << ro.analytic
       << ", numeric " << ro.numeric;
   GradCheckResult rw = checkGradient(
-      [&](const std::vector<double> &w) { return loss(out, w); }, weights,
-      dW);
+      [&](const std::vector<double> &w) { return loss(out, w); }, weights, dW);
   EXPECT_LT(rw.maxRelativeError, 1e-8)
-      << "d_combine_weights[" << rw.worstIndex << "]: analytic "
-      << rw.analytic << ", numeric " << rw.numeric;
+      << "d_combine_weights[" << rw.worstIndex << "]: analytic " << rw.analytic
+      << ", numeric " << rw.numeric;
   for (int64_t i = 0; i < T * K; ++i)
     if (positions[i] < 0)
       EXPECT_EQ(dW[i], 0.0) << "dropped copy " << i;
@@ -227,10 +223,9 @@ TEST(MoeDispatchErrors, RejectsBadIdsPositionsAndShapes) {
                                        routed.data(), positions.data(),
                                        counts.data(), nullptr),
                    "top_k is 0");
-  EXPECT_MOE_ERROR(moeDispatch<double>(x.data(), ids.data(), 2, 4, 1 << 20,
-                                       2, 1 << 12, routed.data(),
-                                       positions.data(), counts.data(),
-                                       nullptr),
+  EXPECT_MOE_ERROR(moeDispatch<double>(x.data(), ids.data(), 2, 4, 1 << 20, 2,
+                                       1 << 12, routed.data(), positions.data(),
+                                       counts.data(), nullptr),
                    "routed rows");
 
   std::vector<int32_t> badPositions = {0, 3, -2, 1};

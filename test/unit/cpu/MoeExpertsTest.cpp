@@ -102,40 +102,49 @@ TEST_P(MoeExpertsGrad, MatchesFiniteDifferences) {
                   const std::vector<double> &ba, const std::vector<double> &b,
                   const std::vector<double> &bb) {
     std::vector<double> out(N * D);
-    EXPECT_TRUE(moeExperts<double>(x.data(), counts.data(), a.data(),
-                                   ba.data(), b.data(), bb.data(), N, D, H, G,
-                                   c.capacity, c.activation, out.data())
+    EXPECT_TRUE(moeExperts<double>(x.data(), counts.data(), a.data(), ba.data(),
+                                   b.data(), bb.data(), N, D, H, G, c.capacity,
+                                   c.activation, out.data())
                     .isOk());
     return dot(out, wy);
   };
   std::vector<double> dRouted(N * D, -7), dw1(G * D * H, -7), db1(G * H, -7),
       dw2(G * H * D, -7), db2(G * D, -7);
   ASSERT_MOE_OK(moeExpertsGrad<double>(
-      routed.data(), counts.data(), w1.data(), b1.data(), w2.data(),
-      b2.data(), wy.data(), N, D, H, G, c.capacity, c.activation,
-      dRouted.data(), dw1.data(), db1.data(), dw2.data(), db2.data()));
+      routed.data(), counts.data(), w1.data(), b1.data(), w2.data(), b2.data(),
+      wy.data(), N, D, H, G, c.capacity, c.activation, dRouted.data(),
+      dw1.data(), db1.data(), dw2.data(), db2.data()));
 
   auto report = [](const char *what, const GradCheckResult &r) {
     EXPECT_LT(r.maxRelativeError, 1e-7)
         << what << "[" << r.worstIndex << "]: analytic " << r.analytic
         << ", numeric " << r.numeric;
   };
-  report("d_routed",
-         checkGradient([&](const std::vector<double> &v) {
-           return loss(v, w1, b1, w2, b2);
-         }, routed, dRouted));
-  report("dw1", checkGradient([&](const std::vector<double> &v) {
-           return loss(routed, v, b1, w2, b2);
-         }, w1, dw1));
-  report("db1", checkGradient([&](const std::vector<double> &v) {
-           return loss(routed, w1, v, w2, b2);
-         }, b1, db1));
-  report("dw2", checkGradient([&](const std::vector<double> &v) {
-           return loss(routed, w1, b1, v, b2);
-         }, w2, dw2));
-  report("db2", checkGradient([&](const std::vector<double> &v) {
-           return loss(routed, w1, b1, w2, v);
-         }, b2, db2));
+  report("d_routed", checkGradient(
+                         [&](const std::vector<double> &v) {
+                           return loss(v, w1, b1, w2, b2);
+                         },
+                         routed, dRouted));
+  report("dw1", checkGradient(
+                    [&](const std::vector<double> &v) {
+                      return loss(routed, v, b1, w2, b2);
+                    },
+                    w1, dw1));
+  report("db1", checkGradient(
+                    [&](const std::vector<double> &v) {
+                      return loss(routed, w1, v, w2, b2);
+                    },
+                    b1, db1));
+  report("dw2", checkGradient(
+                    [&](const std::vector<double> &v) {
+                      return loss(routed, w1, b1, v, b2);
+                    },
+                    w2, dw2));
+  report("db2", checkGradient(
+                    [&](const std::vector<double> &v) {
+                      return loss(routed, w1, b1, w2, v);
+                    },
+                    b2, db2));
   // The empty group's parameters get exact zeros, not leftovers.
   for (int64_t i = 0; i < H; ++i)
     EXPECT_EQ(db1[1 * H + i], 0.0);
@@ -158,9 +167,9 @@ TEST(MoeExpertsGelu, MatchesTheTanhApproximation) {
                                    zero.data(), one.data(), zero.data(), 5, 1,
                                    1, 1, 0, MoeActivation::Gelu, out.data()));
   // Values of 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
-  const std::vector<double> expected = {
-      -0.0036373920817729943, -0.15428599017485606, 0.149675350701685,
-      0.8411919906082768, 2.484915733910001};
+  const std::vector<double> expected = {-0.0036373920817729943,
+                                        -0.15428599017485606, 0.149675350701685,
+                                        0.8411919906082768, 2.484915733910001};
   for (size_t i = 0; i < xs.size(); ++i)
     EXPECT_NEAR(out[i], expected[i], 1e-12) << "gelu(" << xs[i] << ")";
 }
@@ -178,10 +187,10 @@ TEST(MoeExpertsErrors, RejectsCountsThatDoNotFit) {
   };
   auto backward = [&](const std::vector<int32_t> &counts, int64_t N,
                       int64_t capacity) {
-    return moeExpertsGrad<double>(
-        x.data(), counts.data(), w1.data(), b1.data(), w2.data(), b2.data(),
-        dy.data(), N, D, H, G, capacity, MoeActivation::Relu, d1.data(),
-        d2.data(), d3.data(), d4.data(), d5.data());
+    return moeExpertsGrad<double>(x.data(), counts.data(), w1.data(), b1.data(),
+                                  w2.data(), b2.data(), dy.data(), N, D, H, G,
+                                  capacity, MoeActivation::Relu, d1.data(),
+                                  d2.data(), d3.data(), d4.data(), d5.data());
   };
   EXPECT_MOE_ERROR(forward({5, 4}, 8, 0),
                    "moe.experts: counts sum to more than the 8 rows "

@@ -56,7 +56,8 @@ TEST_P(MoeGateForward, MatchesNaiveReferenceInFloat) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(MoeTopK, MoeGateForward, ::testing::Values(1, 2, 3, 8));
+INSTANTIATE_TEST_SUITE_P(MoeTopK, MoeGateForward,
+                         ::testing::Values(1, 2, 3, 8));
 
 TEST(MoeGate, TopOneKeepsTheRawProbability) {
   // k = 1 is not renormalised (Switch routing): the weight is p itself.
@@ -112,13 +113,13 @@ void checkGateGradient(int64_t T, int64_t D, int64_t E, int64_t K,
 
   std::vector<double> dx(T * D), dw(D * E);
   ASSERT_MOE_OK(moeGateGrad<double>(x.data(), w.data(), base.probs.data(),
-                                    base.ids.data(), wc.data(), wp.data(), T,
-                                    D, E, K, dx.data(), dw.data()));
+                                    base.ids.data(), wc.data(), wp.data(), T, D,
+                                    E, K, dx.data(), dw.data()));
   GradCheckResult rx = checkGradient(
       [&](const std::vector<double> &xs) { return loss(xs, w); }, x, dx);
   EXPECT_LT(rx.maxRelativeError, 1e-7)
-      << "dx[" << rx.worstIndex << "]: analytic " << rx.analytic
-      << ", numeric " << rx.numeric;
+      << "dx[" << rx.worstIndex << "]: analytic " << rx.analytic << ", numeric "
+      << rx.numeric;
   GradCheckResult rw = checkGradient(
       [&](const std::vector<double> &ws) { return loss(x, ws); }, w, dw);
   EXPECT_LT(rw.maxRelativeError, 1e-7)
@@ -147,11 +148,10 @@ TEST(MoeAuxLoss, MatchesTheFormulaOnAHandWrittenCase) {
                                0.1, 0.6, 0.3};
   std::vector<int32_t> ids = {0, 1, 2, 0};
   double loss = 0;
-  ASSERT_MOE_OK(moeAuxLoss<double>(probs.data(), ids.data(), 2, 3, 2, 0.01,
-                                   &loss));
+  ASSERT_MOE_OK(
+      moeAuxLoss<double>(probs.data(), ids.data(), 2, 3, 2, 0.01, &loss));
   // f = (2/4, 1/4, 1/4), P = (0.3, 0.45, 0.25).
-  const double expected =
-      0.01 * 3 * (0.5 * 0.3 + 0.25 * 0.45 + 0.25 * 0.25);
+  const double expected = 0.01 * 3 * (0.5 * 0.3 + 0.25 * 0.45 + 0.25 * 0.25);
   EXPECT_NEAR(loss, expected, 1e-15);
   float lossF = 0;
   std::vector<float> probsF(probs.begin(), probs.end());
@@ -168,8 +168,8 @@ TEST(MoeAuxLossGrad, MatchesFiniteDifferencesWithFixedRouting) {
     ids[i] = static_cast<int32_t>((i * 7 + i / 3) % E);
   const double coef = 0.37, dLoss = 1.7;
   std::vector<double> dProbs(T * E);
-  ASSERT_MOE_OK(moeAuxLossGrad<double>(probs.data(), ids.data(), dLoss, T, E,
-                                       K, coef, dProbs.data()));
+  ASSERT_MOE_OK(moeAuxLossGrad<double>(probs.data(), ids.data(), dLoss, T, E, K,
+                                       coef, dProbs.data()));
   auto loss = [&](const std::vector<double> &p) {
     double l = 0;
     EXPECT_TRUE(
@@ -183,16 +183,13 @@ TEST(MoeAuxLossGrad, MatchesFiniteDifferencesWithFixedRouting) {
 }
 
 TEST(MoeGateErrors, RejectsBadShapesAndIds) {
-  std::vector<double> x(6, 0.5), w(6, 0.25), probs(6), weights(6), dx(6),
-      dw(6);
+  std::vector<double> x(6, 0.5), w(6, 0.25), probs(6), weights(6), dx(6), dw(6);
   std::vector<int32_t> ids(6), counts(3);
-  EXPECT_MOE_ERROR(moeGate<double>(x.data(), w.data(), 2, 2, 3, 4,
-                                   probs.data(), ids.data(), weights.data(),
-                                   counts.data()),
+  EXPECT_MOE_ERROR(moeGate<double>(x.data(), w.data(), 2, 2, 3, 4, probs.data(),
+                                   ids.data(), weights.data(), counts.data()),
                    "top_k is 4, expected in [1, 3]");
-  EXPECT_MOE_ERROR(moeGate<double>(x.data(), w.data(), 2, 2, 0, 1,
-                                   probs.data(), ids.data(), weights.data(),
-                                   counts.data()),
+  EXPECT_MOE_ERROR(moeGate<double>(x.data(), w.data(), 2, 2, 0, 1, probs.data(),
+                                   ids.data(), weights.data(), counts.data()),
                    "expert count is 0");
   EXPECT_MOE_ERROR(moeGate<double>(x.data(), w.data(), -1, 2, 3, 1,
                                    probs.data(), ids.data(), weights.data(),
@@ -205,16 +202,16 @@ TEST(MoeGateErrors, RejectsBadShapesAndIds) {
                                        dw.data()),
                    "expert id 3 of token 1, choice 1 is outside [0, 3)");
   double loss = 0;
-  EXPECT_MOE_ERROR(moeAuxLoss<double>(probs.data(), badIds.data(), 2, 3, 2,
-                                      0.01, &loss),
-                   "expert id 3 of token 1, choice 1");
+  EXPECT_MOE_ERROR(
+      moeAuxLoss<double>(probs.data(), badIds.data(), 2, 3, 2, 0.01, &loss),
+      "expert id 3 of token 1, choice 1");
   badIds[0] = -1;
   EXPECT_MOE_ERROR(moeAuxLossGrad<double>(probs.data(), badIds.data(), 1.0, 2,
                                           3, 2, 0.01, dx.data()),
                    "expert id -1 of token 0, choice 0");
-  EXPECT_MOE_ERROR(moeAuxLoss<double>(probs.data(), ids.data(), 0, 3, 2, 0.01,
-                                      &loss),
-                   "token count is 0");
+  EXPECT_MOE_ERROR(
+      moeAuxLoss<double>(probs.data(), ids.data(), 0, 3, 2, 0.01, &loss),
+      "token count is 0");
   StatusOr<MoeActivation> act = parseMoeActivation("swish");
   ASSERT_FALSE(act.isOk());
   EXPECT_NE(act.status().message().find("'swish'"), std::string::npos);

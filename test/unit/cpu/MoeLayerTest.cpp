@@ -60,19 +60,18 @@ LayerRun<T> forward(const LayerShape &s, const LayerParams<T> &p) {
   auto ok = [](Status st) {
     EXPECT_TRUE(st.isOk()) << (st.isOk() ? "" : st.message());
   };
-  ok(moeGate<T>(p.x.data(), p.gate.data(), s.T, s.D, s.E, s.K,
-                r.probs.data(), r.ids.data(), r.weights.data(),
-                r.gateCounts.data()));
+  ok(moeGate<T>(p.x.data(), p.gate.data(), s.T, s.D, s.E, s.K, r.probs.data(),
+                r.ids.data(), r.weights.data(), r.gateCounts.data()));
   ok(moeAuxLoss<T>(r.probs.data(), r.ids.data(), s.T, s.E, s.K, kAuxCoef,
                    &r.aux));
   ok(moeDispatch<T>(p.x.data(), r.ids.data(), s.T, s.D, s.E, s.K, s.C,
                     r.routed.data(), r.positions.data(), r.counts.data(),
                     &r.dropped));
-  ok(moeExperts<T>(r.routed.data(), r.counts.data(), p.w1.data(),
-                   p.b1.data(), p.w2.data(), p.b2.data(), N, s.D, s.H, s.E,
-                   s.C, s.activation, r.expertOut.data()));
-  ok(moeCombine<T>(r.expertOut.data(), r.positions.data(), r.weights.data(),
-                   N, s.T, s.D, s.K, r.y.data()));
+  ok(moeExperts<T>(r.routed.data(), r.counts.data(), p.w1.data(), p.b1.data(),
+                   p.w2.data(), p.b2.data(), N, s.D, s.H, s.E, s.C,
+                   s.activation, r.expertOut.data()));
+  ok(moeCombine<T>(r.expertOut.data(), r.positions.data(), r.weights.data(), N,
+                   s.T, s.D, s.K, r.y.data()));
   return r;
 }
 
@@ -100,8 +99,8 @@ TEST_P(MoeLayerForward, MatchesDenseReferenceInFloat) {
         continue;
       }
       ++taken[e];
-      std::vector<double> f = refFfnRow(p.x.data() + t * s.D, p.w1, p.b1,
-                                        p.w2, p.b2, e, s.D, s.H, s.activation);
+      std::vector<double> f = refFfnRow(p.x.data() + t * s.D, p.w1, p.b1, p.w2,
+                                        p.b2, e, s.D, s.H, s.activation);
       for (int64_t d = 0; d < s.D; ++d)
         y[d] += gate.weights[t * s.K + j] * f[d];
     }
@@ -115,8 +114,7 @@ TEST_P(MoeLayerForward, MatchesDenseReferenceInFloat) {
     EXPECT_EQ(run.counts, run.gateCounts);
 }
 
-INSTANTIATE_TEST_SUITE_P(MoeCapacity, MoeLayerForward,
-                         ::testing::Values(0, 7));
+INSTANTIATE_TEST_SUITE_P(MoeCapacity, MoeLayerForward, ::testing::Values(0, 7));
 
 /// The chained backward of the whole layer, as the executor will run it.
 struct LayerGrads {
@@ -134,27 +132,24 @@ LayerGrads backward(const LayerShape &s, const LayerParams<double> &p,
   ok(moeCombineGrad<double>(r.expertOut.data(), r.positions.data(),
                             r.weights.data(), dy.data(), N, s.T, s.D, s.K,
                             dExpertOut.data(), dWeights.data()));
-  LayerGrads g{std::vector<double>(s.T * s.D),
-               std::vector<double>(s.D * s.E),
-               std::vector<double>(s.E * s.D * s.H),
-               std::vector<double>(s.E * s.H),
-               std::vector<double>(s.E * s.H * s.D),
-               std::vector<double>(s.E * s.D)};
+  LayerGrads g{
+      std::vector<double>(s.T * s.D),       std::vector<double>(s.D * s.E),
+      std::vector<double>(s.E * s.D * s.H), std::vector<double>(s.E * s.H),
+      std::vector<double>(s.E * s.H * s.D), std::vector<double>(s.E * s.D)};
   std::vector<double> dRouted(N * s.D);
-  ok(moeExpertsGrad<double>(r.routed.data(), r.counts.data(), p.w1.data(),
-                            p.b1.data(), p.w2.data(), p.b2.data(),
-                            dExpertOut.data(), N, s.D, s.H, s.E, s.C,
-                            s.activation, dRouted.data(), g.dw1.data(),
-                            g.db1.data(), g.dw2.data(), g.db2.data()));
+  ok(moeExpertsGrad<double>(
+      r.routed.data(), r.counts.data(), p.w1.data(), p.b1.data(), p.w2.data(),
+      p.b2.data(), dExpertOut.data(), N, s.D, s.H, s.E, s.C, s.activation,
+      dRouted.data(), g.dw1.data(), g.db1.data(), g.dw2.data(), g.db2.data()));
   std::vector<double> dxDispatch(s.T * s.D), dxGate(s.T * s.D),
       dProbs(s.T * s.E);
   ok(moeDispatchGrad<double>(dRouted.data(), r.positions.data(), N, s.T, s.D,
                              s.K, dxDispatch.data()));
-  ok(moeAuxLossGrad<double>(r.probs.data(), r.ids.data(), dAux, s.T, s.E,
-                            s.K, kAuxCoef, dProbs.data()));
+  ok(moeAuxLossGrad<double>(r.probs.data(), r.ids.data(), dAux, s.T, s.E, s.K,
+                            kAuxCoef, dProbs.data()));
   ok(moeGateGrad<double>(p.x.data(), p.gate.data(), r.probs.data(),
-                         r.ids.data(), dWeights.data(), dProbs.data(), s.T,
-                         s.D, s.E, s.K, dxGate.data(), g.dGate.data()));
+                         r.ids.data(), dWeights.data(), dProbs.data(), s.T, s.D,
+                         s.E, s.K, dxGate.data(), g.dGate.data()));
   for (int64_t i = 0; i < s.T * s.D; ++i)
     g.dx[i] = dxDispatch[i] + dxGate[i];
   return g;
@@ -181,8 +176,8 @@ TEST_P(MoeLayerGrad, ChainedBackwardMatchesFiniteDifferences) {
       routingChanged = true;
     return dot(r.y, wy) + dAux * r.aux;
   };
-  auto check = [&](const char *what, std::vector<double> LayerParams<double>::*
-                                         member,
+  auto check = [&](const char *what,
+                   std::vector<double> LayerParams<double>::*member,
                    const std::vector<double> &analytic) {
     LayerParams<double> q = p;
     GradCheckResult r = checkGradient(
@@ -213,31 +208,27 @@ TEST(MoeLayerEdgeCases, EmptyBatchIsLegal) {
     const LayerShape s{0, 4, 3, 2, 5, capacity, MoeActivation::Relu};
     LayerParams<double> p = randomParams<double>(s, 110);
     const int64_t N = moeDispatchRows(s.T, s.E, s.K, s.C);
-    std::vector<double> probs, weights, routed(N * s.D, -7),
-        out(N * s.D, -7), y;
+    std::vector<double> probs, weights, routed(N * s.D, -7), out(N * s.D, -7),
+        y;
     std::vector<int32_t> ids, positions, counts(s.E, -7);
-    ASSERT_MOE_OK(moeGate<double>(p.x.data(), p.gate.data(), 0, s.D, s.E,
-                                  s.K, probs.data(), ids.data(),
-                                  weights.data(), counts.data()));
+    ASSERT_MOE_OK(moeGate<double>(p.x.data(), p.gate.data(), 0, s.D, s.E, s.K,
+                                  probs.data(), ids.data(), weights.data(),
+                                  counts.data()));
     EXPECT_EQ(counts, std::vector<int32_t>(s.E, 0));
-    ASSERT_MOE_OK(moeDispatch<double>(p.x.data(), ids.data(), 0, s.D, s.E,
-                                      s.K, s.C, routed.data(),
-                                      positions.data(), counts.data(),
-                                      nullptr));
+    ASSERT_MOE_OK(moeDispatch<double>(p.x.data(), ids.data(), 0, s.D, s.E, s.K,
+                                      s.C, routed.data(), positions.data(),
+                                      counts.data(), nullptr));
     EXPECT_EQ(routed, std::vector<double>(N * s.D, 0.0));
-    ASSERT_MOE_OK(moeExperts<double>(routed.data(), counts.data(),
-                                     p.w1.data(), p.b1.data(), p.w2.data(),
-                                     p.b2.data(), N, s.D, s.H, s.E, s.C,
-                                     s.activation, out.data()));
+    ASSERT_MOE_OK(moeExperts<double>(
+        routed.data(), counts.data(), p.w1.data(), p.b1.data(), p.w2.data(),
+        p.b2.data(), N, s.D, s.H, s.E, s.C, s.activation, out.data()));
     EXPECT_EQ(out, std::vector<double>(N * s.D, 0.0));
     ASSERT_MOE_OK(moeCombine<double>(out.data(), positions.data(),
-                                     weights.data(), N, 0, s.D, s.K,
-                                     y.data()));
+                                     weights.data(), N, 0, s.D, s.K, y.data()));
     std::vector<double> dGate(s.D * s.E, -7), dx;
-    ASSERT_MOE_OK(moeGateGrad<double>(p.x.data(), p.gate.data(),
-                                      probs.data(), ids.data(),
-                                      weights.data(), probs.data(), 0, s.D,
-                                      s.E, s.K, dx.data(), dGate.data()));
+    ASSERT_MOE_OK(moeGateGrad<double>(
+        p.x.data(), p.gate.data(), probs.data(), ids.data(), weights.data(),
+        probs.data(), 0, s.D, s.E, s.K, dx.data(), dGate.data()));
     EXPECT_EQ(dGate, std::vector<double>(s.D * s.E, 0.0));
   }
 }
@@ -261,8 +252,8 @@ TEST(MoeLayerDeterminism, OneAndTwoThreadsGiveIdenticalBits) {
       LayerRun<float> rf = forward(s, pf);
       LayerRun<double> rd = forward(s, pd);
       LayerGrads g = backward(s, pd, rd, dy, 1.0);
-      return std::make_tuple(rf.y, rf.probs, rf.aux, rf.positions, rd.y,
-                             g.dx, g.dGate, g.dw1, g.db1, g.dw2, g.db2);
+      return std::make_tuple(rf.y, rf.probs, rf.aux, rf.positions, rd.y, g.dx,
+                             g.dGate, g.dw1, g.db1, g.dw2, g.db2);
     };
     auto one = withThreads(1, runAll);
     auto two = withThreads(2, runAll);

@@ -1,4 +1,5 @@
-//===- MoeTestUtil.h - naive references for the moe kernel tests -*- C++ -*-===//
+//===- MoeTestUtil.h - naive references for the moe kernel tests -*- C++
+//-*-===//
 //
 // Straightforward loops, written from docs/IR.md independently of the
 // kernels, that the Moe*Test.cpp files compare the kernels against.
@@ -29,15 +30,15 @@ namespace flexmoe::test {
 #define EXPECT_MOE_ERROR(expr, needle)                                         \
   do {                                                                         \
     ::flexmoe::Status moeStatus_ = (expr);                                     \
-    ASSERT_FALSE(moeStatus_.isOk()) << "expected an error containing '"        \
-                                    << (needle) << "'";                        \
+    ASSERT_FALSE(moeStatus_.isOk())                                            \
+        << "expected an error containing '" << (needle) << "'";                \
     EXPECT_NE(moeStatus_.message().find(needle), std::string::npos)            \
         << moeStatus_.message();                                               \
   } while (false)
 
 inline double refGelu(double a) {
-  return 0.5 * a * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) *
-                                    (a + 0.044715 * a * a * a)));
+  return 0.5 * a *
+         (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (a + 0.044715 * a * a * a)));
 }
 
 inline double refActivate(cpu::MoeActivation act, double a) {
@@ -104,11 +105,10 @@ RefGate refGate(const std::vector<T> &x, const std::vector<T> &w, int64_t T_,
 
 /// A naive FFN on one row: act(x·w1 + b1)·w2 + b2 for expert/group g.
 template <typename T>
-std::vector<double> refFfnRow(const T *x, const std::vector<T> &w1,
-                              const std::vector<T> &b1,
-                              const std::vector<T> &w2,
-                              const std::vector<T> &b2, int64_t g, int64_t D,
-                              int64_t H, cpu::MoeActivation act) {
+std::vector<double>
+refFfnRow(const T *x, const std::vector<T> &w1, const std::vector<T> &b1,
+          const std::vector<T> &w2, const std::vector<T> &b2, int64_t g,
+          int64_t D, int64_t H, cpu::MoeActivation act) {
   std::vector<double> h(H);
   for (int64_t j = 0; j < H; ++j) {
     double a = b1[g * H + j];

@@ -1,4 +1,5 @@
-//===- MoeCommon.h - checks shared by the moe kernels ------------*- C++ -*-===//
+//===- MoeCommon.h - checks shared by the moe kernels ------------*- C++
+//-*-===//
 //
 // Private to the Moe*.cpp kernel files: the validation every moe kernel runs
 // before it touches memory.
@@ -48,8 +49,7 @@ inline Status checkExpertIds(const char *op, const int32_t *expertIds,
 
 /// Every position must lie in [-1, numRows) (−1 marks a dropped copy).
 inline Status checkPositions(const char *op, const int32_t *positions,
-                             int64_t numTokens, int64_t topK,
-                             int64_t numRows) {
+                             int64_t numTokens, int64_t topK, int64_t numRows) {
   for (int64_t t = 0; t < numTokens; ++t)
     for (int64_t j = 0; j < topK; ++j) {
       const int32_t p = positions[t * topK + j];

@@ -63,8 +63,8 @@ StatusOr<GroupLayout> layoutGroups(const char *op, const int32_t *counts,
 }
 
 /// Row r of `rows` belongs to a group iff inGroup[r].
-std::vector<char> rowsInGroups(const GroupLayout &layout,
-                               const int32_t *counts, int64_t numRows) {
+std::vector<char> rowsInGroups(const GroupLayout &layout, const int32_t *counts,
+                               int64_t numRows) {
   std::vector<char> inGroup(numRows, 0);
   for (size_t g = 0; g < layout.start.size(); ++g)
     std::fill_n(inGroup.begin() + layout.start[g], counts[g], 1);
@@ -94,8 +94,8 @@ template <typename T> T activateDerivative(MoeActivation act, T a) {
 /// preact[rows of g] = routed[rows of g]·w1[g] + b1[g], packed by group.
 template <typename T>
 void firstLayer(const GroupLayout &layout, const int32_t *counts,
-                const T *routed, const T *w1, const T *b1, int64_t D,
-                int64_t H, T *preact) {
+                const T *routed, const T *w1, const T *b1, int64_t D, int64_t H,
+                T *preact) {
   const int64_t G = static_cast<int64_t>(layout.start.size());
   for (int64_t g = 0; g < G; ++g) {
     const int64_t n = counts[g];
@@ -118,9 +118,8 @@ Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
                   const T *b1, const T *w2, const T *b2, int64_t numRows,
                   int64_t modelDim, int64_t hiddenDim, int64_t numGroups,
                   int64_t capacity, MoeActivation activation, T *out) {
-  StatusOr<GroupLayout> layoutOr =
-      layoutGroups("moe.experts", counts, numRows, modelDim, hiddenDim,
-                   numGroups, capacity);
+  StatusOr<GroupLayout> layoutOr = layoutGroups(
+      "moe.experts", counts, numRows, modelDim, hiddenDim, numGroups, capacity);
   if (!layoutOr)
     return layoutOr.status();
   const GroupLayout &layout = *layoutOr;
@@ -147,8 +146,9 @@ Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < n; ++r)
       std::copy(bias, bias + D, y + r * D);
-    gemm<T>(false, false, n, D, H, T(1), hidden.data() + layout.hiddenStart[g] * H,
-            H, w2 + g * H * D, D, T(1), y, D);
+    gemm<T>(false, false, n, D, H, T(1),
+            hidden.data() + layout.hiddenStart[g] * H, H, w2 + g * H * D, D,
+            T(1), y, D);
   }
   return Status::ok();
 }
@@ -232,10 +232,9 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
 }
 
 #define FLEXMOE_INSTANTIATE(T)                                                 \
-  template Status moeExperts<T>(const T *, const int32_t *, const T *,         \
-                                const T *, const T *, const T *, int64_t,      \
-                                int64_t, int64_t, int64_t, int64_t,            \
-                                MoeActivation, T *);                           \
+  template Status moeExperts<T>(                                               \
+      const T *, const int32_t *, const T *, const T *, const T *, const T *,  \
+      int64_t, int64_t, int64_t, int64_t, int64_t, MoeActivation, T *);        \
   template Status moeExpertsGrad<T>(                                           \
       const T *, const int32_t *, const T *, const T *, const T *, const T *,  \
       const T *, int64_t, int64_t, int64_t, int64_t, int64_t, MoeActivation,   \

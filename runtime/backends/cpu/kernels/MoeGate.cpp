@@ -33,8 +33,7 @@ static Status checkGateShape(const char *op, int64_t numTokens,
   if (topK < 1 || topK > numExperts)
     return errorf(op, ": top_k is ", topK, ", expected in [1, ", numExperts,
                   "] (the expert count)");
-  FLEXMOE_RETURN_IF_ERROR(checkProduct(op, "probs size", numTokens,
-                                       numExperts,
+  FLEXMOE_RETURN_IF_ERROR(checkProduct(op, "probs size", numTokens, numExperts,
                                        std::numeric_limits<int64_t>::max()));
   return checkProduct(op, "token copies", numTokens, topK, kMaxRows);
 }
@@ -184,8 +183,7 @@ Status moeAuxLoss(const T *probs, const int32_t *expertIds, int64_t numTokens,
   FLEXMOE_RETURN_IF_ERROR(
       checkExpertIds(op, expertIds, numTokens, topK, numExperts));
   const int64_t E = numExperts;
-  std::vector<int64_t> copies =
-      copiesPerExpert(expertIds, numTokens, E, topK);
+  std::vector<int64_t> copies = copiesPerExpert(expertIds, numTokens, E, topK);
   // Σ_t probs[t][e] in token order for every e: deterministic.
   std::vector<double> probSum(E, 0.0);
   for (int64_t t = 0; t < numTokens; ++t)
@@ -193,8 +191,8 @@ Status moeAuxLoss(const T *probs, const int32_t *expertIds, int64_t numTokens,
       probSum[e] += static_cast<double>(probs[t * E + e]);
   double total = 0;
   for (int64_t e = 0; e < E; ++e) {
-    const double f = static_cast<double>(copies[e]) /
-                     static_cast<double>(numTokens * topK);
+    const double f =
+        static_cast<double>(copies[e]) / static_cast<double>(numTokens * topK);
     total += f * (probSum[e] / static_cast<double>(numTokens));
   }
   *loss = static_cast<T>(coef * static_cast<double>(E) * total);
@@ -210,12 +208,11 @@ Status moeAuxLossGrad(const T * /*probs*/, const int32_t *expertIds, T dLoss,
   FLEXMOE_RETURN_IF_ERROR(
       checkExpertIds(op, expertIds, numTokens, topK, numExperts));
   const int64_t E = numExperts;
-  std::vector<int64_t> copies =
-      copiesPerExpert(expertIds, numTokens, E, topK);
+  std::vector<int64_t> copies = copiesPerExpert(expertIds, numTokens, E, topK);
   std::vector<T> row(E);
   for (int64_t e = 0; e < E; ++e) {
-    const double f = static_cast<double>(copies[e]) /
-                     static_cast<double>(numTokens * topK);
+    const double f =
+        static_cast<double>(copies[e]) / static_cast<double>(numTokens * topK);
     row[e] = static_cast<T>(static_cast<double>(dLoss) * coef *
                             static_cast<double>(E) * f /
                             static_cast<double>(numTokens));
@@ -229,10 +226,9 @@ Status moeAuxLossGrad(const T * /*probs*/, const int32_t *expertIds, T dLoss,
 #define FLEXMOE_INSTANTIATE(T)                                                 \
   template Status moeGate<T>(const T *, const T *, int64_t, int64_t, int64_t,  \
                              int64_t, T *, int32_t *, T *, int32_t *);         \
-  template Status moeGateGrad<T>(const T *, const T *, const T *,              \
-                                 const int32_t *, const T *, const T *,        \
-                                 int64_t, int64_t, int64_t, int64_t, T *,      \
-                                 T *);                                         \
+  template Status moeGateGrad<T>(                                              \
+      const T *, const T *, const T *, const int32_t *, const T *, const T *,  \
+      int64_t, int64_t, int64_t, int64_t, T *, T *);                           \
   template Status moeAuxLoss<T>(const T *, const int32_t *, int64_t, int64_t,  \
                                 int64_t, double, T *);                         \
   template Status moeAuxLossGrad<T>(const T *, const int32_t *, T, int64_t,    \

@@ -1,4 +1,5 @@
-//===- MoeKernels.h - CPU kernels of the moe ops -----------------*- C++ -*-===//
+//===- MoeKernels.h - CPU kernels of the moe ops -----------------*- C++
+//-*-===//
 //
 // Forward and backward of moe.gate, moe.aux_loss, moe.dispatch, moe.experts
 // and moe.combine on the CPU, with exactly the semantics of docs/IR.md ("The
