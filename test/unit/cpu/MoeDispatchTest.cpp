@@ -207,13 +207,17 @@ TEST(MoeCombineGrad, MatchesFiniteDifferences) {
 }
 
 TEST(MoeDispatchErrors, RejectsBadIdsPositionsAndShapes) {
-  std::vector<double> x(8, 1.0), routed(16), dx(8);
-  std::vector<int32_t> ids = {0, 1, 4, 2}, positions(4), counts(4);
+  std::vector<double> x(8, 1.0), routed(16, -7.0), dx(8, -7.0);
+  std::vector<int32_t> ids = {0, 1, 4, 2}, positions(4, -7), counts(4, -7);
   EXPECT_MOE_ERROR(moeDispatch<double>(x.data(), ids.data(), 2, 4, 4, 2, 0,
                                        routed.data(), positions.data(),
                                        counts.data(), nullptr),
                    "moe.dispatch: expert id 4 of token 1, choice 0 is outside "
                    "[0, 4)");
+  // Checked before the first write: nothing was touched.
+  EXPECT_EQ(routed, std::vector<double>(16, -7.0));
+  EXPECT_EQ(positions, std::vector<int32_t>(4, -7));
+  EXPECT_EQ(counts, std::vector<int32_t>(4, -7));
   ids[2] = 3;
   EXPECT_MOE_ERROR(moeDispatch<double>(x.data(), ids.data(), 2, 4, 4, 2, -2,
                                        routed.data(), positions.data(),
@@ -233,6 +237,7 @@ TEST(MoeDispatchErrors, RejectsBadIdsPositionsAndShapes) {
                                            4, 2, 4, 2, dx.data()),
                    "moe.dispatch_grad: position -2 of token 1, choice 0 is "
                    "outside [-1, 4)");
+  EXPECT_EQ(dx, std::vector<double>(8, -7.0));
   badPositions = {0, 4, -1, 1};
   std::vector<double> w(4, 0.5), y(8), dOut(16), dW(4);
   EXPECT_MOE_ERROR(moeCombine<double>(routed.data(), badPositions.data(),

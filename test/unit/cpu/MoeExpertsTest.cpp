@@ -203,6 +203,9 @@ TEST(MoeExpertsErrors, RejectsCountsThatDoNotFit) {
   EXPECT_MOE_ERROR(forward({2, 2}, 7, 4),
                    "2 groups of capacity 4 need 2 × 4 rows, but there are 7");
   EXPECT_MOE_ERROR(backward({2, 2}, 8, -1), "capacity is -1");
+  std::fill(out.begin(), out.end(), -7.0);
+  EXPECT_MOE_ERROR(forward({2, 9}, 8, 0), "counts sum to more than the 8");
+  EXPECT_EQ(out, std::vector<double>(8 * D, -7.0)) << "written on error";
   // Σ counts below N is the all-to-all bound, not an error.
   ASSERT_MOE_OK(forward({3, 2}, 8, 0));
 }

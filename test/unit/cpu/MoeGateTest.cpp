@@ -87,6 +87,41 @@ TEST(MoeGate, TiesGoToTheLowerExpertId) {
   EXPECT_EQ(o.ids[5], 0);
 }
 
+TEST(MoeGate, HugeLogitsStayFinite) {
+  // Softmax subtracts the row maximum: logits of ±1e4 must not overflow.
+  const int64_t T = 3, D = 2, E = 5, K = 2;
+  std::vector<double> x = randomVector(T * D, 5);
+  std::vector<double> w = randomVector(D * E, 6, -1e4, 1e4);
+  GateOut o = runGate(x, w, T, D, E, K);
+  for (int64_t t = 0; t < T; ++t) {
+    double s = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      ASSERT_TRUE(std::isfinite(o.probs[t * E + e]));
+      s += o.probs[t * E + e];
+    }
+    EXPECT_NEAR(s, 1.0, 1e-12);
+  }
+  for (double c : o.weights)
+    EXPECT_TRUE(std::isfinite(c));
+}
+
+TEST(MoeGate, NaNInputsStillYieldValidExpertIds) {
+  // A diverged model must not make the top-k read out of range: the ids
+  // stay in [0, E) and distinct, so the NaN surfaces in the loss, not as a
+  // crash.
+  const int64_t T = 2, D = 2, E = 4, K = 2;
+  std::vector<double> x = {std::nan(""), 1.0, 0.5, -0.5};
+  std::vector<double> w = randomVector(D * E, 8);
+  GateOut o = runGate(x, w, T, D, E, K);
+  for (int64_t t = 0; t < T; ++t) {
+    EXPECT_NE(o.ids[t * K], o.ids[t * K + 1]);
+    for (int64_t j = 0; j < K; ++j) {
+      EXPECT_GE(o.ids[t * K + j], 0);
+      EXPECT_LT(o.ids[t * K + j], E);
+    }
+  }
+}
+
 /// Checks moe.gate_grad against central differences of
 /// L = Σ combine·wc + Σ probs·wp, with respect to x and gate_weight.
 void checkGateGradient(int64_t T, int64_t D, int64_t E, int64_t K,

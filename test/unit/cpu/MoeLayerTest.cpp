@@ -203,7 +203,8 @@ TEST_P(MoeLayerGrad, ChainedBackwardMatchesFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(MoeCapacity, MoeLayerGrad, ::testing::Values(0, 4));
 
 TEST(MoeLayerEdgeCases, EmptyBatchIsLegal) {
-  // A data-parallel rank may receive no tokens; every kernel must accept it.
+  // A zero-sized batch is legal for every kernel but moe.aux_loss (a mean
+  // over tokens, which rejects it).
   for (int64_t capacity : {0, 3}) {
     const LayerShape s{0, 4, 3, 2, 5, capacity, MoeActivation::Relu};
     LayerParams<double> p = randomParams<double>(s, 110);

@@ -12,8 +12,8 @@
 // its inputs (expert ids, positions, counts) before touching memory, and
 // reports a violation as a Status naming the op, the token/choice/group and
 // the bound ("moe.combine: position 40 of token 3, choice 1 is outside
-// [-1, 32)"). The executor adds the layer name with Status::withContext. On
-// error, outputs may be partly written.
+// [-1, 32)"). The executor adds the layer name with Status::withContext. All
+// checks run before the first write: on error, no output has been touched.
 //
 // Results are bit-identical for any OpenMP thread count: threads only split
 // independent rows, and every reduction runs in a fixed order.
