@@ -17,6 +17,16 @@ std::vector<float> labelledTokens(int64_t T) {
   return x;
 }
 
+/// Random ids in [0, E) (repeats within a token allowed: the kernels must
+/// not assume distinct choices).
+std::vector<int32_t> randomIds(int64_t n, int64_t E, uint64_t seed) {
+  std::vector<double> u = randomVector(n, seed, 0.0, 1.0);
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i)
+    ids[i] = static_cast<int32_t>(u[i] * E) % E;
+  return ids;
+}
+
 TEST(MoeDispatch, DroplessGroupsByExpertStableInTokenOrder) {
   // T = 4, k = 2, E = 3.
   const std::vector<int32_t> ids = {2, 0,  //
@@ -83,14 +93,57 @@ TEST(MoeDispatch, NullDroppedCounterIsAllowed) {
   EXPECT_EQ(routed, (std::vector<double>{0, 1}));
 }
 
-/// Random ids in [0, E) (repeats within a token allowed: the kernels must
-/// not assume distinct choices).
-std::vector<int32_t> randomIds(int64_t n, int64_t E, uint64_t seed) {
-  std::vector<double> u = randomVector(n, seed, 0.0, 1.0);
-  std::vector<int32_t> ids(n);
-  for (int64_t i = 0; i < n; ++i)
-    ids[i] = static_cast<int32_t>(u[i] * E) % E;
-  return ids;
+TEST(MoeDispatch, RandomRoutingKeepsEveryInvariant) {
+  // Many random routings and capacities: every kept copy lands in its
+  // expert's range, in token order, at a distinct row holding its token;
+  // each expert keeps its first min(demand, C) copies and drops the rest.
+  const int64_t D = 2, K = 3;
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    const int64_t T = 1 + seed % 17, E = 1 + seed % 5;
+    const int64_t C = seed % 3 == 0 ? 0 : 1 + seed % 4;
+    const int64_t N = moeDispatchRows(T, E, K, C);
+    std::vector<float> x = labelledTokens(T);
+    std::vector<int32_t> ids = randomIds(T * K, E, 1000 + seed);
+    std::vector<float> routed(N * D, -7.0f);
+    std::vector<int32_t> positions(T * K), counts(E);
+    int64_t dropped = -1;
+    ASSERT_MOE_OK(moeDispatch<float>(x.data(), ids.data(), T, D, E, K, C,
+                                     routed.data(), positions.data(),
+                                     counts.data(), &dropped));
+    std::vector<int64_t> demand(E, 0), start(E, 0), last(E, -1);
+    for (int32_t e : ids)
+      ++demand[e];
+    int64_t expectedDropped = 0;
+    for (int64_t e = 0, packed = 0; e < E; ++e) {
+      const int64_t kept = C == 0 ? demand[e] : std::min(demand[e], C);
+      EXPECT_EQ(counts[e], kept) << "seed " << seed << ", expert " << e;
+      expectedDropped += demand[e] - kept;
+      start[e] = C == 0 ? packed : e * C;
+      packed += demand[e];
+    }
+    EXPECT_EQ(dropped, expectedDropped) << "seed " << seed;
+    std::vector<char> used(N, 0);
+    std::vector<int64_t> seen(E, 0);
+    for (int64_t i = 0; i < T * K; ++i) {
+      const int32_t e = ids[i], p = positions[i];
+      const bool shouldKeep = C == 0 || seen[e] < C;
+      ++seen[e];
+      ASSERT_EQ(p >= 0, shouldKeep) << "seed " << seed << ", copy " << i;
+      if (p < 0)
+        continue;
+      EXPECT_GE(p, start[e]);
+      EXPECT_LT(p, start[e] + counts[e]);
+      EXPECT_GT(p, last[e]) << "not in token order, seed " << seed;
+      last[e] = p;
+      EXPECT_FALSE(used[p]) << "row " << p << " used twice";
+      used[p] = 1;
+      EXPECT_EQ(routed[p * D], x[(i / K) * D]);
+      EXPECT_EQ(routed[p * D + 1], x[(i / K) * D + 1]);
+    }
+    for (int64_t r = 0; r < N; ++r)
+      if (!used[r])
+        EXPECT_EQ(routed[r * D], 0.0f) << "padding row " << r;
+  }
 }
 
 class MoeDispatchGrad : public ::testing::TestWithParam<int64_t> {};
