@@ -158,6 +158,97 @@ INSTANTIATE_TEST_SUITE_P(
                       ExpertsCase{"ReluCapacity", MoeActivation::Relu, 4}),
     caseName);
 
+TEST(MoeExpertsSchedule, LargeGroupsMatchReferenceAndGradients) {
+  // ≥ 128 rows per group on average: the groups run one after another with
+  // OpenBLAS threads (the cases above take the across-groups schedule).
+  const int64_t D = 2, H = 3, G = 2, N = 300;
+  const std::vector<int32_t> counts = {150, 140};
+  std::vector<double> routed = randomVector(N * D, 71);
+  std::vector<double> w1 = randomVector(G * D * H, 72);
+  std::vector<double> b1 = randomVector(G * H, 73);
+  std::vector<double> w2 = randomVector(G * H * D, 74);
+  std::vector<double> b2 = randomVector(G * D, 75);
+  std::vector<double> wy = randomVector(N * D, 76);
+  auto forward = [&](const std::vector<double> &a,
+                     const std::vector<double> &b) {
+    std::vector<double> out(N * D);
+    EXPECT_TRUE(moeExperts<double>(routed.data(), counts.data(), a.data(),
+                                   b1.data(), b.data(), b2.data(), N, D, H, G,
+                                   0, MoeActivation::Gelu, out.data())
+                    .isOk());
+    return out;
+  };
+  std::vector<double> out = forward(w1, w2);
+  const std::vector<int64_t> starts = groupStarts(counts, 0);
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t r = starts[g]; r < starts[g] + counts[g]; ++r) {
+      std::vector<double> y = refFfnRow(routed.data() + r * D, w1, b1, w2, b2,
+                                        g, D, H, MoeActivation::Gelu);
+      for (int64_t d = 0; d < D; ++d)
+        ASSERT_NEAR(out[r * D + d], y[d], 1e-12) << "row " << r;
+    }
+  for (int64_t i = 290 * D; i < N * D; ++i)
+    EXPECT_EQ(out[i], 0.0);
+  std::vector<double> dRouted(N * D), dw1(G * D * H), db1(G * H),
+      dw2(G * H * D), db2(G * D);
+  ASSERT_MOE_OK(moeExpertsGrad<double>(
+      routed.data(), counts.data(), w1.data(), b1.data(), w2.data(), b2.data(),
+      wy.data(), N, D, H, G, 0, MoeActivation::Gelu, dRouted.data(), dw1.data(),
+      db1.data(), dw2.data(), db2.data()));
+  GradCheckResult r1 = checkGradient(
+      [&](const std::vector<double> &v) { return dot(forward(v, w2), wy); }, w1,
+      dw1);
+  EXPECT_LT(r1.maxRelativeError, 1e-7) << "dw1[" << r1.worstIndex << "]";
+  GradCheckResult r2 = checkGradient(
+      [&](const std::vector<double> &v) { return dot(forward(w1, v), wy); }, w2,
+      dw2);
+  EXPECT_LT(r2.maxRelativeError, 1e-7) << "dw2[" << r2.worstIndex << "]";
+}
+
+TEST(MoeExpertsSchedule, BothSchedulesGiveIdenticalBits) {
+  // The same 130-row group alone (G = 1: one after another) and beside an
+  // empty group (G = 2, 65 rows on average: across groups).
+  const int64_t D = 16, H = 24, N = 130;
+  std::vector<float> routed = randomVectorAs<float>(N * D, 81);
+  std::vector<float> w1 = randomVectorAs<float>(2 * D * H, 82);
+  std::vector<float> b1 = randomVectorAs<float>(2 * H, 83);
+  std::vector<float> w2 = randomVectorAs<float>(2 * H * D, 84);
+  std::vector<float> b2 = randomVectorAs<float>(2 * D, 85);
+  std::vector<float> dy = randomVectorAs<float>(N * D, 86);
+  struct Result {
+    std::vector<float> out, dRouted, dw1, db1, dw2, db2;
+  };
+  auto run = [&](const std::vector<int32_t> &counts) {
+    const int64_t G = static_cast<int64_t>(counts.size());
+    Result r{std::vector<float>(N * D),     std::vector<float>(N * D),
+             std::vector<float>(G * D * H), std::vector<float>(G * H),
+             std::vector<float>(G * H * D), std::vector<float>(G * D)};
+    EXPECT_TRUE(moeExperts<float>(routed.data(), counts.data(), w1.data(),
+                                  b1.data(), w2.data(), b2.data(), N, D, H, G,
+                                  0, MoeActivation::Gelu, r.out.data())
+                    .isOk());
+    EXPECT_TRUE(moeExpertsGrad<float>(
+                    routed.data(), counts.data(), w1.data(), b1.data(),
+                    w2.data(), b2.data(), dy.data(), N, D, H, G, 0,
+                    MoeActivation::Gelu, r.dRouted.data(), r.dw1.data(),
+                    r.db1.data(), r.dw2.data(), r.db2.data())
+                    .isOk());
+    return r;
+  };
+  Result alone = run({130});
+  Result beside = run({130, 0});
+  EXPECT_EQ(alone.out, beside.out);
+  EXPECT_EQ(alone.dRouted, beside.dRouted);
+  EXPECT_TRUE(
+      std::equal(alone.dw1.begin(), alone.dw1.end(), beside.dw1.begin()));
+  EXPECT_TRUE(
+      std::equal(alone.db1.begin(), alone.db1.end(), beside.db1.begin()));
+  EXPECT_TRUE(
+      std::equal(alone.dw2.begin(), alone.dw2.end(), beside.dw2.begin()));
+  EXPECT_TRUE(
+      std::equal(alone.db2.begin(), alone.db2.end(), beside.db2.begin()));
+}
+
 TEST(MoeExpertsGelu, MatchesTheTanhApproximation) {
   // One group, D = H = 1, w1 = w2 = 1, zero biases: out = gelu_tanh(x).
   const std::vector<double> xs = {-3.0, -0.5, 0.25, 1.0, 2.5};

@@ -1,10 +1,12 @@
 //===- MoeExperts.cpp - moe.experts and moe.experts_grad ------------------===//
 //
 // A grouped FFN: one pair of GEMMs per group (expert or slot) on that group's
-// rows. GEMMs run one group after another so that OpenBLAS can use every
-// core on each; the elementwise bias and activation passes are OpenMP-parallel
-// over rows. Groups are small and many only when tokens are few, where the
-// whole layer is cheap anyway.
+// rows. Large groups run one after another, so that OpenBLAS spreads each GEMM
+// over every core, with the bias and activation passes OpenMP-parallel over
+// rows. Many small groups (one process holding all experts of a small model)
+// would leave OpenBLAS's threads idle, so they run in parallel across groups
+// instead. Either way each group's arithmetic is the same, so the results do
+// not depend on the schedule.
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/backends/cpu/kernels/Blas.h"
@@ -91,12 +93,21 @@ template <typename T> T activateDerivative(MoeActivation act, T a) {
   return T(0.5) * (T(1) + th) + T(0.5) * a * (T(1) - th * th) * dInner;
 }
 
+/// Below this many rows per group on average, threads take whole groups.
+constexpr int64_t kMinRowsPerGroupForBlasThreads = 128;
+
+bool groupsInParallel(const GroupLayout &layout) {
+  const int64_t G = static_cast<int64_t>(layout.start.size());
+  return G > 1 && layout.totalRows < kMinRowsPerGroupForBlasThreads * G;
+}
+
 /// preact[rows of g] = routed[rows of g]·w1[g] + b1[g], packed by group.
 template <typename T>
 void firstLayer(const GroupLayout &layout, const int32_t *counts,
                 const T *routed, const T *w1, const T *b1, int64_t D, int64_t H,
-                T *preact) {
+                T *preact, bool byGroup) {
   const int64_t G = static_cast<int64_t>(layout.start.size());
+#pragma omp parallel for schedule(dynamic, 1) if (byGroup)
   for (int64_t g = 0; g < G; ++g) {
     const int64_t n = counts[g];
     if (n == 0)
@@ -126,7 +137,8 @@ Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
   const int64_t D = modelDim, H = hiddenDim, G = numGroups;
 
   std::vector<T> hidden(static_cast<size_t>(layout.totalRows * H));
-  firstLayer(layout, counts, routed, w1, b1, D, H, hidden.data());
+  const bool byGroup = groupsInParallel(layout);
+  firstLayer(layout, counts, routed, w1, b1, D, H, hidden.data(), byGroup);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < layout.totalRows * H; ++i)
     hidden[i] = activate(activation, hidden[i]);
@@ -137,6 +149,7 @@ Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
     if (!inGroup[r])
       std::fill(out + r * D, out + (r + 1) * D, T(0));
 
+#pragma omp parallel for schedule(dynamic, 1) if (byGroup)
   for (int64_t g = 0; g < G; ++g) {
     const int64_t n = counts[g];
     if (n == 0)
@@ -186,7 +199,8 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
   // Recompute: preact = x·w1 + b1 (kept for act'), hidden = act(preact).
   std::vector<T> preact(static_cast<size_t>(total * H));
   std::vector<T> hidden(static_cast<size_t>(total * H));
-  firstLayer(layout, counts, routed, w1, b1, D, H, preact.data());
+  const bool byGroup = groupsInParallel(layout);
+  firstLayer(layout, counts, routed, w1, b1, D, H, preact.data(), byGroup);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < total * H; ++i)
     hidden[i] = activate(activation, preact[i]);
@@ -197,6 +211,7 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
     if (!inGroup[r])
       std::fill(dRouted + r * D, dRouted + (r + 1) * D, T(0));
 
+#pragma omp parallel for schedule(dynamic, 1) if (byGroup)
   for (int64_t g = 0; g < G; ++g) {
     const int64_t n = counts[g];
     T *gw1 = dw1 + g * D * H, *gb1 = db1 + g * H;

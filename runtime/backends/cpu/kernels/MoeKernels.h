@@ -134,8 +134,9 @@ Status moeDispatchGrad(const T *dRouted, const int32_t *positions,
 /// N is an upper bound (moe.all_to_all's output is the dropless bound):
 /// packed, Σ counts ≤ N; with capacity, counts[g] ≤ capacity and
 /// G·capacity ≤ N. Allocates a [Σ counts, H] scratch buffer. GEMMs run per
-/// group through gemm<T> (OpenBLAS threads each); bias and activation are
-/// OpenMP-parallel over rows.
+/// group through gemm<T>: large groups one after another (OpenBLAS threads
+/// each, bias and activation OpenMP-parallel over rows), many small groups
+/// (< 128 rows on average) OpenMP-parallel across groups.
 template <typename T>
 Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
                   const T *b1, const T *w2, const T *b2, int64_t numRows,
