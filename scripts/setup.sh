@@ -10,6 +10,8 @@ packages=(
   libgtest-dev
   libopenmpi-dev openmpi-bin libopenblas-dev
   nlohmann-json3-dev
+  # LLVM 19's CMake package links LLVMSupport against ZLIB::ZLIB.
+  zlib1g-dev
 )
 
 missing=()

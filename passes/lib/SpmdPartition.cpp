@@ -24,6 +24,8 @@
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/STLExtras.h"
 
+#include <type_traits>
+
 namespace flexmoe {
 #define GEN_PASS_DEF_SPMDPARTITION
 #include "flexmoe/Passes/Passes.h.inc"
@@ -247,12 +249,12 @@ private:
       if (failed(resolveFills(op)))
         return failure();
       if (auto experts = dyn_cast<moe::ExpertsOp>(op)) {
-        if (failed(partitionExperts(experts)))
+        if (failed(partitionExpertsLike(experts, experts.getOut())))
           return failure();
         continue;
       }
       if (auto grad = dyn_cast<moe::ExpertsGradOp>(op)) {
-        if (failed(partitionExpertsGrad(grad)))
+        if (failed(partitionExpertsLike(grad, grad.getDRouted())))
           return failure();
         continue;
       }
@@ -522,7 +524,11 @@ private:
     return success();
   }
 
-  LogicalResult partitionExperts(moe::ExpertsOp op) {
+  /// moe.experts and moe.experts_grad alike: the routed rows (and, for the
+  /// gradient, dy) go to the devices whose slots hold their experts, the op
+  /// runs on the local slots, and `result` comes back in the original order.
+  template <typename ExpertsLikeOp>
+  LogicalResult partitionExpertsLike(ExpertsLikeOp op, Value result) {
     StringAttr layer = op.getLayerAttr();
     if (failed(checkLocalWeights(
             op, {op.getW1(), op.getB1(), op.getW2(), op.getB2()}, layer)))
@@ -530,33 +536,17 @@ private:
     Value rows = op.getRouted(), counts = op.getCounts();
     Type rowsType = rows.getType(), countsType = counts.getType();
     auto [recv, slotCounts] = dispatchToSlots(rows, counts, layer, op);
+    if constexpr (std::is_same_v<ExpertsLikeOp, moe::ExpertsGradOp>) {
+      // Same counts, same plan: dy's slot counts equal slotCounts.
+      Value dyLocal = dispatchToSlots(op.getDy(), counts, layer, op).first;
+      op.getDyMutable().assign(dyLocal);
+    }
     op.getRoutedMutable().assign(recv);
     op.getCountsMutable().assign(slotCounts);
     op.setCapacity(0);
     if (failed(reinferResultTypes(op)))
       return failure();
-    combineFromSlots(op.getOut(), slotCounts, rowsType, countsType, layer);
-    return success();
-  }
-
-  LogicalResult partitionExpertsGrad(moe::ExpertsGradOp op) {
-    StringAttr layer = op.getLayerAttr();
-    if (failed(checkLocalWeights(
-            op, {op.getW1(), op.getB1(), op.getW2(), op.getB2()}, layer)))
-      return failure();
-    Value rows = op.getRouted(), counts = op.getCounts();
-    Type rowsType = rows.getType(), countsType = counts.getType();
-    auto [recv, slotCounts] = dispatchToSlots(rows, counts, layer, op);
-    auto [dyLocal, dySlotCounts] =
-        dispatchToSlots(op.getDy(), counts, layer, op);
-    (void)dySlotCounts; // equal to slotCounts: same counts, same plan
-    op.getRoutedMutable().assign(recv);
-    op.getCountsMutable().assign(slotCounts);
-    op.getDyMutable().assign(dyLocal);
-    op.setCapacity(0);
-    if (failed(reinferResultTypes(op)))
-      return failure();
-    combineFromSlots(op.getDRouted(), slotCounts, rowsType, countsType, layer);
+    combineFromSlots(result, slotCounts, rowsType, countsType, layer);
     return success();
   }
 
