@@ -242,6 +242,110 @@ TEST(Executor, RejectsAWorldSizeOtherThanTheCommunicators) {
       << created.status().message();
 }
 
+/// moe.dispatch, then the layer's all-to-all there and back, at world size
+/// 1 with two experts in two slots; the loss is a filled constant.
+ProgramDesc allToAllProgram(bool combineFirst) {
+  ProgramDesc desc;
+  desc.worldSize = 1;
+  MoeLayerDesc layer;
+  layer.name = "moe0";
+  layer.numExperts = 2;
+  layer.dModel = 2;
+  layer.ffnHidden = 3;
+  layer.worldSize = 1;
+  layer.slotsPerDevice = 2;
+  layer.replicas = {{0}, {0}};
+  desc.layers.push_back(layer);
+  auto f32 = [](std::string name, std::vector<int64_t> shape) {
+    return BufferDesc{std::move(name), fb::BufferKind::Activation,
+                      fb::ElementType::F32, std::move(shape)};
+  };
+  auto i32 = [](std::string name, std::vector<int64_t> shape) {
+    return BufferDesc{std::move(name), fb::BufferKind::Activation,
+                      fb::ElementType::I32, std::move(shape)};
+  };
+  uint32_t x = desc.add(f32("x", {4, 2}));
+  uint32_t ids = desc.add(i32("ids", {4, 1}));
+  uint32_t routed = desc.add(f32("routed", {4, 2}));
+  uint32_t positions = desc.add(i32("positions", {4, 1}));
+  uint32_t counts = desc.add(i32("counts", {2}));
+  uint32_t recv = desc.add(f32("recv", {4, 2}));
+  uint32_t slotCounts = desc.add(i32("slot_counts", {2}));
+  uint32_t back = desc.add(f32("back", {4, 2}));
+  uint32_t backCounts = desc.add(i32("back_counts", {2}));
+  BufferDesc loss = f32("loss", {});
+  loss.kind = fb::BufferKind::Loss;
+  desc.lossBuffer = static_cast<int32_t>(desc.add(loss));
+  desc.layout();
+  InstructionDesc dispatch{
+      fb::OpCode::Dispatch, {x, ids}, {routed, positions, counts}, 0};
+  dispatch.attrsType = fb::OpAttrs::DispatchAttrs;
+  dispatch.attrs = [](flatbuffers::FlatBufferBuilder &b) {
+    return fb::CreateDispatchAttrs(b, 2, 0).Union();
+  };
+  InstructionDesc toSlots{
+      fb::OpCode::AllToAllDispatch, {routed, counts}, {recv, slotCounts}, 0};
+  InstructionDesc fromSlots{
+      fb::OpCode::AllToAllCombine, {recv, slotCounts}, {back, backCounts}, 0};
+  InstructionDesc fill{
+      fb::OpCode::Fill, {}, {static_cast<uint32_t>(desc.lossBuffer)}};
+  fill.attrsType = fb::OpAttrs::FillAttrs;
+  fill.attrs = [](flatbuffers::FlatBufferBuilder &b) {
+    return fb::CreateFillAttrs(b, 0.25f).Union();
+  };
+  desc.instructions.push_back(dispatch);
+  if (combineFirst)
+    desc.instructions.push_back(fromSlots);
+  desc.instructions.push_back(toSlots);
+  desc.instructions.push_back(fromSlots);
+  desc.instructions.push_back(fill);
+  return desc;
+}
+
+TEST(Executor, AllToAllAtWorldSizeOneRoundTrips) {
+  ProgramDesc desc = allToAllProgram(/*combineFirst=*/false);
+  Fixture f(desc);
+  ASSERT_TRUE(f.executor);
+  float *x = f.executor->buffer(0).as<float>();
+  int32_t *ids = f.executor->buffer(1).as<int32_t>();
+  for (int i = 0; i < 8; ++i)
+    x[i] = static_cast<float>(i + 1);
+  // Tokens 0 and 2 to expert 1, tokens 1 and 3 to expert 0.
+  ids[0] = 1, ids[1] = 0, ids[2] = 1, ids[3] = 0;
+  for (int step = 1; step <= 2; ++step) {
+    StatusOr<float> loss = f.executor->step();
+    ASSERT_TRUE(loss.isOk()) << loss.status().message();
+    EXPECT_EQ(*loss, 0.25f);
+    // Slot s holds expert s: the slot-major rows are the expert-grouped
+    // ones, and the combine brings back exactly the routed rows.
+    std::vector<float> routed = values(*f.executor, 2);
+    EXPECT_EQ(routed, (std::vector<float>{3, 4, 7, 8, 1, 2, 5, 6}));
+    EXPECT_EQ(values(*f.executor, 5), routed);
+    EXPECT_EQ(values(*f.executor, 7), routed);
+    const int32_t *slotCounts = f.executor->buffer(6).as<int32_t>();
+    const int32_t *backCounts = f.executor->buffer(8).as<int32_t>();
+    EXPECT_EQ(slotCounts[0], 2);
+    EXPECT_EQ(slotCounts[1], 2);
+    EXPECT_EQ(backCounts[0], 2);
+    EXPECT_EQ(backCounts[1], 2);
+    const plan::DispatchPlan &plan = f.executor->dispatchPlan(0);
+    EXPECT_EQ(plan.totalRows, 4);
+    EXPECT_EQ(plan.crossDeviceRows, 0);
+  }
+}
+
+TEST(Executor, TheFirstAllToAllOfAStepMustDispatch) {
+  Fixture f(allToAllProgram(/*combineFirst=*/true));
+  ASSERT_TRUE(f.executor);
+  StatusOr<float> loss = f.executor->step();
+  ASSERT_FALSE(loss.isOk());
+  EXPECT_NE(loss.status().message().find(
+                "instruction 1 (moe.all_to_all): layer 'moe0': the first "
+                "all-to-all of a step must dispatch"),
+            std::string::npos)
+      << loss.status().message();
+}
+
 TEST(SingleProcessCommunicator, MovesRowsAndReducesAsIdentity) {
   device::SingleProcessCommunicator comm;
   std::vector<float> send = {1, 2, 3, 4, 5, 6}, recv(6, 0);
