@@ -140,6 +140,58 @@ TEST(DenseAttention, GradientMatchesFiniteDifferences) {
   }
 }
 
+// Sequences longer than the kernel's query block (64): several blocks, each
+// with its own key range, and windows that straddle block boundaries.
+TEST(DenseAttention, LongSequencesMatchReference) {
+  for (const Variant &var :
+       {Variant{false, 0}, Variant{true, 0}, Variant{true, 17},
+        Variant{false, 40}, Variant{true, 64}, Variant{false, 1}}) {
+    AttentionConfig c{2, 150, 8, 2, var.causal, var.window};
+    const int64_t n = c.batch * c.seq * c.dim;
+    std::vector<float> q = randomVectorAs<float>(n, 21, -2, 2);
+    std::vector<float> k = randomVectorAs<float>(n, 22, -2, 2);
+    std::vector<float> v = randomVectorAs<float>(n, 23);
+    std::vector<float> out(n);
+    ASSERT_TRUE(attention(q.data(), k.data(), v.data(), c, out.data()));
+    EXPECT_LT(maxRelativeDifference(out, referenceAttention(q, k, v, c)),
+              kFloatTol)
+        << "causal=" << var.causal << " window=" << var.window;
+  }
+}
+
+TEST(DenseAttention, LongSequenceGradientMatchesFiniteDifferences) {
+  for (const Variant &var : {Variant{true, 0}, Variant{false, 0},
+                             Variant{false, 20}, Variant{true, 9}}) {
+    AttentionConfig c{1, 66, 2, 1, var.causal, var.window};
+    const int64_t n = c.batch * c.seq * c.dim;
+    std::vector<double> q = randomVector(n, 24);
+    std::vector<double> k = randomVector(n, 25);
+    std::vector<double> v = randomVector(n, 26);
+    std::vector<double> dy = randomVector(n, 27);
+    auto loss = [&](const std::vector<double> &qs,
+                    const std::vector<double> &ks,
+                    const std::vector<double> &vs) {
+      std::vector<double> y(n);
+      EXPECT_TRUE(attention(qs.data(), ks.data(), vs.data(), c, y.data()));
+      return dot(y, dy);
+    };
+    std::vector<double> dq(n), dk(n), dv(n);
+    ASSERT_TRUE(attentionGrad(q.data(), k.data(), v.data(), dy.data(), c,
+                              dq.data(), dk.data(), dv.data()));
+    SCOPED_TRACE(testing::Message()
+                 << "causal=" << var.causal << " window=" << var.window);
+    EXPECT_LT(checkGradient([&](auto &x) { return loss(x, k, v); }, q, dq)
+                  .maxRelativeError,
+              kGradTol);
+    EXPECT_LT(checkGradient([&](auto &x) { return loss(q, x, v); }, k, dk)
+                  .maxRelativeError,
+              kGradTol);
+    EXPECT_LT(checkGradient([&](auto &x) { return loss(q, k, x); }, v, dv)
+                  .maxRelativeError,
+              kGradTol);
+  }
+}
+
 TEST(DenseAttention, InvalidConfigurationsAreErrors) {
   std::vector<float> buf(2 * 3 * 6);
   AttentionConfig c{2, 3, 6, 4, false, 0};
