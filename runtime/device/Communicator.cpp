@@ -1,0 +1,47 @@
+//===- Communicator.cpp - the single-process communicator -----------------===//
+
+#include "runtime/device/Communicator.h"
+
+#include <cstring>
+
+using namespace flexmoe;
+using namespace flexmoe::device;
+
+Status SingleProcessCommunicator::allGather(std::span<const int64_t> local,
+                                            std::span<int64_t> all) {
+  if (all.size() != local.size())
+    return errorf("all_gather: ", all.size(), " slots for ", local.size(),
+                  " values at world size 1");
+  std::copy(local.begin(), local.end(), all.begin());
+  return Status::ok();
+}
+
+Status SingleProcessCommunicator::allToAllV(
+    const std::byte *send, std::span<const int64_t> sendCounts,
+    std::span<const int64_t> sendOffsets, std::byte *recv,
+    std::span<const int64_t> recvCounts, std::span<const int64_t> recvOffsets,
+    size_t rowBytes) {
+  if (sendCounts.size() != 1 || sendOffsets.size() != 1 ||
+      recvCounts.size() != 1 || recvOffsets.size() != 1)
+    return errorf("all_to_all: count tables for ", sendCounts.size(),
+                  " ranks at world size 1");
+  if (sendCounts[0] != recvCounts[0])
+    return errorf("all_to_all: rank 0 sends ", sendCounts[0],
+                  " rows to itself but expects ", recvCounts[0]);
+  if (sendCounts[0] > 0)
+    std::memmove(recv + recvOffsets[0] * rowBytes,
+                 send + sendOffsets[0] * rowBytes, sendCounts[0] * rowBytes);
+  return Status::ok();
+}
+
+Status SingleProcessCommunicator::allReduce(float *, int64_t, ReduceOp) {
+  // The sum and the mean over one rank are the value itself.
+  return Status::ok();
+}
+
+Status SingleProcessCommunicator::groupSum(float *, int64_t,
+                                           std::span<const int32_t> ranks) {
+  if (ranks.size() != 1 || ranks[0] != 0)
+    return errorf("replica group of ", ranks.size(), " ranks at world size 1");
+  return Status::ok();
+}

@@ -1,0 +1,73 @@
+//===- Communicator.h - collectives between the ranks of a run --*- C++ -*-===//
+//
+// The collectives a program's communication instructions need, over device
+// memory. The executor computes the dispatch plan and runs the pack/unpack
+// reorders (runtime/plan); a communicator only moves bytes and reduces.
+// SingleProcessCommunicator is the world-size-1 implementation (local
+// copies and identities); an MPI or NCCL communicator implements the same
+// interface for more ranks.
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLEXMOE_RUNTIME_DEVICE_COMMUNICATOR_H
+#define FLEXMOE_RUNTIME_DEVICE_COMMUNICATOR_H
+
+#include "runtime/support/Status.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace flexmoe::device {
+
+enum class ReduceOp { Sum, Mean };
+
+class Communicator {
+public:
+  virtual ~Communicator() = default;
+  virtual int64_t rank() const = 0;
+  virtual int64_t worldSize() const = 0;
+
+  /// all[r * local.size() + i] = rank r's local[i] (host memory): how every
+  /// rank learns every rank's per-expert token counts.
+  virtual Status allGather(std::span<const int64_t> local,
+                           std::span<int64_t> all) = 0;
+
+  /// MPI_Alltoallv over rows of `rowBytes` bytes: sendCounts[r] rows from
+  /// send at sendOffsets[r] go to rank r, which receives them into recv at
+  /// its recvOffsets[this rank]. Counts and offsets count rows.
+  virtual Status allToAllV(const std::byte *send,
+                           std::span<const int64_t> sendCounts,
+                           std::span<const int64_t> sendOffsets,
+                           std::byte *recv, std::span<const int64_t> recvCounts,
+                           std::span<const int64_t> recvOffsets,
+                           size_t rowBytes) = 0;
+
+  /// In place over every rank's `data`.
+  virtual Status allReduce(float *data, int64_t count, ReduceOp op) = 0;
+
+  /// Sums `data` (in place) over the ranks in `ranks` (ascending, this rank
+  /// among them): one replica group of moe.replica_grad_sync.
+  virtual Status groupSum(float *data, int64_t count,
+                          std::span<const int32_t> ranks) = 0;
+};
+
+/// World size 1: every collective is a local copy or an identity.
+class SingleProcessCommunicator final : public Communicator {
+public:
+  int64_t rank() const override { return 0; }
+  int64_t worldSize() const override { return 1; }
+  Status allGather(std::span<const int64_t> local,
+                   std::span<int64_t> all) override;
+  Status allToAllV(const std::byte *send, std::span<const int64_t> sendCounts,
+                   std::span<const int64_t> sendOffsets, std::byte *recv,
+                   std::span<const int64_t> recvCounts,
+                   std::span<const int64_t> recvOffsets,
+                   size_t rowBytes) override;
+  Status allReduce(float *data, int64_t count, ReduceOp op) override;
+  Status groupSum(float *data, int64_t count,
+                  std::span<const int32_t> ranks) override;
+};
+
+} // namespace flexmoe::device
+
+#endif // FLEXMOE_RUNTIME_DEVICE_COMMUNICATOR_H

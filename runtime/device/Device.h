@@ -1,0 +1,104 @@
+//===- Device.h - the device interface the executor runs on -----*- C++ -*-===//
+//
+// What the executor needs from a device, and nothing more: one arena of
+// device memory (the compiler's buffer plan lays every buffer out inside it),
+// streams that run kernels in order, events to order streams against each
+// other, and host <-> device copies. A backend (CPU now, CUDA later) plugs in
+// by implementing Device and Stream; the executor never touches a pointer
+// except through them (and, for the host-side dispatch reorder, only when
+// the device says its memory is host-accessible).
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLEXMOE_RUNTIME_DEVICE_DEVICE_H
+#define FLEXMOE_RUNTIME_DEVICE_DEVICE_H
+
+#include "runtime/schema/program_generated.h"
+#include "runtime/support/Status.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace flexmoe::device {
+
+/// One buffer operand of a kernel: device memory, its static shape and
+/// element type (from the program's buffer table).
+struct Operand {
+  std::byte *data = nullptr;
+  std::span<const int64_t> shape;
+  fb::ElementType elementType = fb::ElementType::F32;
+  /// The buffer's id and name, for messages.
+  uint32_t id = 0;
+  std::string_view name;
+
+  int64_t numElements() const;
+  size_t numBytes() const { return static_cast<size_t>(numElements()) * 4; }
+  template <typename T> T *as() const { return reinterpret_cast<T *>(data); }
+};
+
+/// One kernel launch: a compute instruction of the program with its
+/// operands bound to device memory.
+struct KernelCall {
+  const fb::Instruction *instruction = nullptr;
+  std::vector<Operand> inputs;
+  std::vector<Operand> outputs;
+  /// 1-based number of the training step this launch belongs to (dropout
+  /// masks and AdamW bias correction depend on it).
+  int64_t step = 1;
+};
+
+/// The arena: one allocation holding every buffer of the program.
+class Arena {
+public:
+  virtual ~Arena() = default;
+  virtual std::byte *base() = 0;
+  virtual size_t size() const = 0;
+};
+
+/// A point in a stream's work that other streams (or the host) can wait on.
+class Event {
+public:
+  virtual ~Event() = default;
+};
+
+/// An in-order queue of kernels. Errors of asynchronous work surface at the
+/// latest at synchronize(); the CPU stream runs each launch to completion.
+class Stream {
+public:
+  virtual ~Stream() = default;
+  /// Runs `call` after everything enqueued before it.
+  virtual Status launch(const KernelCall &call) = 0;
+  /// Records `event` after the work enqueued so far.
+  virtual Status record(Event &event) = 0;
+  /// Work enqueued after this call starts after `event` completed.
+  virtual Status wait(Event &event) = 0;
+  /// Blocks the host until everything enqueued has run.
+  virtual Status synchronize() = 0;
+};
+
+class Device {
+public:
+  virtual ~Device() = default;
+  /// "cpu", "cuda:0", ...
+  virtual std::string name() const = 0;
+  /// True when the host can read and write device memory directly (the
+  /// executor then runs the dispatch reorder of runtime/plan in place).
+  virtual bool hostAccessible() const = 0;
+  /// One zero-filled arena of `bytes` bytes, 64-byte aligned.
+  virtual StatusOr<std::unique_ptr<Arena>> allocateArena(size_t bytes) = 0;
+  virtual StatusOr<std::unique_ptr<Stream>> createStream() = 0;
+  virtual StatusOr<std::unique_ptr<Event>> createEvent() = 0;
+  /// Synchronous copies between host memory and device memory.
+  virtual Status copyToDevice(std::byte *dst, const void *src,
+                              size_t bytes) = 0;
+  virtual Status copyToHost(void *dst, const std::byte *src, size_t bytes) = 0;
+  /// Blocks until every stream of the device is idle.
+  virtual Status synchronize() = 0;
+};
+
+} // namespace flexmoe::device
+
+#endif // FLEXMOE_RUNTIME_DEVICE_DEVICE_H

@@ -1,0 +1,109 @@
+//===- Executor.h - runs a program's training step on a device --*- C++ -*-===//
+//
+// The executor binds every buffer of a verified program to its place in one
+// device arena (views share their source's bytes), initialises parameters
+// from their init specs with a seeded deterministic RNG, zeroes optimizer
+// state, and then runs the instruction stream once per step: compute
+// instructions become kernel launches on the device's stream, collectives go
+// through the Communicator. Each MoE layer's dispatch plan is computed once
+// per step, at the layer's first all-to-all, and reused by the others.
+//
+// Errors are Status values that name the instruction index and opcode
+// ("instruction 17 (moe.combine): ...").
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLEXMOE_RUNTIME_EXECUTOR_EXECUTOR_H
+#define FLEXMOE_RUNTIME_EXECUTOR_EXECUTOR_H
+
+#include "runtime/device/Communicator.h"
+#include "runtime/device/Device.h"
+#include "runtime/plan/DispatchPlan.h"
+#include "runtime/program/Program.h"
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+namespace flexmoe::executor {
+
+struct ExecutorOptions {
+  /// Seeds parameter initialisation: the same seed gives bit-identical
+  /// parameters on every run and every rank.
+  uint64_t seed = 0;
+};
+
+/// The RNG stream of one parameter (or one expert's slice of it): a pure
+/// function of (seed, param_name, expert), so initial values depend neither
+/// on the buffer order nor on the placement, and replicas of an expert on
+/// different devices start identical. expert = -1 for dense parameters.
+void initNormal(uint64_t seed, std::string_view paramName, int64_t expert,
+                float std, std::span<float> out);
+
+class Executor {
+public:
+  /// Binds `program` to a fresh arena of `device`. `program`, `device` and
+  /// `comm` must outlive the executor; the communicator's world size must be
+  /// the program's.
+  static StatusOr<std::unique_ptr<Executor>>
+  create(const program::LoadedProgram &program, device::Device &device,
+         device::Communicator &comm, ExecutorOptions options = {});
+
+  /// Initialises parameters (init specs), zeroes optimizer state and resets
+  /// the step counter. create() calls it once.
+  Status initialize();
+
+  /// Copies one step's tokens and labels into the input buffers (their
+  /// element counts must match the program's input buffers).
+  Status setInputs(std::span<const int32_t> tokens,
+                   std::span<const int32_t> labels);
+
+  /// Runs one training step and returns its loss.
+  StatusOr<float> step();
+
+  /// Steps completed so far.
+  int64_t stepsDone() const { return stepsDone_; }
+
+  /// A buffer bound to the arena (for tests, checkpoints and dumps).
+  const device::Operand &buffer(uint32_t id) const { return operands_[id]; }
+  size_t numBuffers() const { return operands_.size(); }
+  std::byte *arenaBase() const { return arena_->base(); }
+  /// The dispatch plan of MoE layer `layer` in the last step that ran it.
+  const plan::DispatchPlan &dispatchPlan(size_t layer) const {
+    return layerState_[layer].plan;
+  }
+
+private:
+  struct LayerState {
+    plan::Placement placement;
+    plan::DispatchPlan plan;
+    /// The step whose counts `plan` was computed from; 0 = none yet.
+    int64_t plannedStep = 0;
+    std::vector<int64_t> localCounts, allCounts;
+    std::vector<std::byte> send, recv;
+  };
+
+  Executor(const program::LoadedProgram &program, device::Device &device,
+           device::Communicator &comm, ExecutorOptions options)
+      : program_(program), device_(device), comm_(comm), options_(options) {}
+
+  Status bind();
+  Status runInstruction(uint32_t index, const fb::Instruction &instruction);
+  Status runAllToAll(const fb::Instruction &instruction, bool dispatch);
+  Status runReplicaGradSync(const fb::Instruction &instruction);
+  Status runAllReduce(const fb::Instruction &instruction, bool mean);
+
+  const program::LoadedProgram &program_;
+  device::Device &device_;
+  device::Communicator &comm_;
+  ExecutorOptions options_;
+  std::unique_ptr<device::Arena> arena_;
+  std::unique_ptr<device::Stream> stream_;
+  std::vector<device::Operand> operands_;
+  std::vector<LayerState> layerState_;
+  int64_t stepsDone_ = 0;
+};
+
+} // namespace flexmoe::executor
+
+#endif // FLEXMOE_RUNTIME_EXECUTOR_EXECUTOR_H

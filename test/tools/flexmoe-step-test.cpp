@@ -1,0 +1,127 @@
+//===- flexmoe-step-test.cpp - run training steps of a program (tests) ----===//
+//
+// A test driver, not the product's flexmoe-run: loads a .fmoe program, binds
+// it to the CPU device with the single-process communicator, and runs N steps
+// on one fixed batch of seeded random tokens and labels, printing each loss.
+// Training on a repeated batch must overfit it, so the tool fails unless every
+// loss is finite and the last is below the first.
+//
+//   flexmoe-step-test <program.fmoe> [--steps N] [--seed S]
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/backends/cpu/CpuDevice.h"
+#include "runtime/executor/Executor.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+
+using namespace flexmoe;
+
+namespace {
+
+int fail(const std::string &message) {
+  std::fprintf(stderr, "flexmoe-step-test: %s\n", message.c_str());
+  return 1;
+}
+
+/// The vocabulary: the row count of the table the first Embedding reads.
+int64_t findVocab(const fb::Program &program) {
+  for (const fb::Instruction *instruction : *program.instructions())
+    if (instruction->opcode() == fb::OpCode::Embedding)
+      return program.buffers()
+          ->Get(instruction->inputs()->Get(1))
+          ->shape()
+          ->Get(0);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::string path;
+  int64_t steps = 20;
+  uint64_t seed = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--steps" && i + 1 < argc)
+      steps = std::atoll(argv[++i]);
+    else if (arg == "--seed" && i + 1 < argc)
+      seed = std::strtoull(argv[++i], nullptr, 10);
+    else if (path.empty() && arg[0] != '-')
+      path = arg;
+    else
+      return fail("usage: flexmoe-step-test <program.fmoe> [--steps N] "
+                  "[--seed S]");
+  }
+  if (path.empty() || steps < 2)
+    return fail("usage: flexmoe-step-test <program.fmoe> [--steps N >= 2] "
+                "[--seed S]");
+
+  StatusOr<program::LoadedProgram> loaded = program::loadProgram(path);
+  if (!loaded)
+    return fail(loaded.status().message());
+  const fb::Program &program = loaded->program();
+  int64_t vocab = findVocab(program);
+  if (vocab <= 0)
+    return fail("the program has no embedding to take the vocabulary from");
+
+  cpu::CpuDevice device;
+  device::SingleProcessCommunicator comm;
+  executor::ExecutorOptions options;
+  options.seed = seed;
+  StatusOr<std::unique_ptr<executor::Executor>> created =
+      executor::Executor::create(*loaded, device, comm, options);
+  if (!created)
+    return fail(created.status().message());
+  executor::Executor &executor = **created;
+
+  int64_t numTokens = 0, numLabels = 0;
+  for (const fb::Buffer *buffer : *program.buffers()) {
+    if (buffer->alias_of() >= 0)
+      continue;
+    int64_t n = 1;
+    for (int64_t d : *buffer->shape())
+      n *= d;
+    if (buffer->kind() == fb::BufferKind::InputTokens)
+      numTokens = n;
+    if (buffer->kind() == fb::BufferKind::InputLabels)
+      numLabels = n;
+  }
+  std::mt19937_64 rng(seed + 1);
+  std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(vocab - 1));
+  std::vector<int32_t> tokens(numTokens), labels(numLabels);
+  for (int32_t &t : tokens)
+    t = id(rng);
+  for (int32_t &l : labels)
+    l = id(rng);
+  if (Status status = executor.setInputs(tokens, labels); !status.isOk())
+    return fail(status.message());
+
+  std::printf("program '%s': %u buffers, %u instructions, arena %llu bytes, "
+              "vocab %lld\n",
+              program.name()->c_str(), program.buffers()->size(),
+              program.instructions()->size(),
+              static_cast<unsigned long long>(program.arena_size()),
+              static_cast<long long>(vocab));
+  float first = 0, last = 0;
+  for (int64_t s = 1; s <= steps; ++s) {
+    StatusOr<float> loss = executor.step();
+    if (!loss)
+      return fail("step " + std::to_string(s) + ": " + loss.status().message());
+    std::printf("step %lld loss %.6f\n", static_cast<long long>(s), *loss);
+    if (!std::isfinite(*loss))
+      return fail("step " + std::to_string(s) + ": the loss is not finite");
+    if (s == 1)
+      first = *loss;
+    last = *loss;
+  }
+  if (!(last < first))
+    return fail("the loss did not decrease: " + std::to_string(first) + " -> " +
+                std::to_string(last));
+  std::printf("loss decreased from %.6f to %.6f\n", first, last);
+  return 0;
+}
