@@ -1,10 +1,10 @@
 //===- Registration.cpp ---------------------------------------------------===//
 #include "flexmoe/Compiler/Registration.h"
 
+#include "flexmoe/Compiler/Pipelines.h"
 #include "flexmoe/Dialect/Exec/ExecDialect.h"
 #include "flexmoe/Dialect/Moe/MoeDialect.h"
 #include "flexmoe/Dialect/NN/NNDialect.h"
-#include "flexmoe/Compiler/Pipelines.h"
 #include "flexmoe/Passes/Gradients.h"
 #include "flexmoe/Passes/Passes.h"
 

@@ -68,7 +68,8 @@ private:
   std::variant<T, Status> storage_;
 };
 
-/// Formats a message from streamable parts: errorf("expert ", e, " has no replica").
+/// Formats a message from streamable parts: errorf("expert ", e, " has no
+/// replica").
 template <typename... Parts> Status errorf(const Parts &...parts);
 
 } // namespace flexmoe

@@ -1,4 +1,5 @@
-//===- flexmoe-opt.cpp - the flexmoe IR optimizer driver -------------------===//
+//===- flexmoe-opt.cpp - the flexmoe IR optimizer driver
+//-------------------===//
 //
 // A thin main over MlirOptMain: every flexmoe dialect, pass and pipeline plus
 // the upstream ones they need, so that `flexmoe-opt --help` is the catalogue.

@@ -1,4 +1,5 @@
-//===- Blas.h - row-major GEMM on the CPU for float and double ---*- C++ -*-===//
+//===- Blas.h - row-major GEMM on the CPU for float and double ---*- C++
+//-*-===//
 //
 // One entry point for the kernels' matrix products, so that float (training)
 // and double (gradient checks) share the kernels' code.
