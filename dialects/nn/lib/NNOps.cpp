@@ -620,15 +620,18 @@ static LogicalResult elementwiseShape(const Checker &c,
   return success();
 }
 
-LogicalResult GeluOp::inferReturnTypes(MLIRContext *,
-                                       std::optional<Location> loc,
-                                       Adaptor adaptor,
-                                       SmallVectorImpl<Type> &inferred) {
-  if (failed(requireTensors(loc, adaptor.getOperands())))
-    return failure();
-  inferred.push_back(adaptor.getX().getType());
-  return success();
-}
+// Elementwise ops whose result has exactly the type of their operand x.
+#define NN_SAME_TYPE_AS_X(OP)                                                  \
+  LogicalResult OP::inferReturnTypes(                                          \
+      MLIRContext *, std::optional<Location> loc, Adaptor adaptor,             \
+      SmallVectorImpl<Type> &inferred) {                                       \
+    if (failed(requireTensors(loc, adaptor.getOperands())))                    \
+      return failure();                                                        \
+    inferred.push_back(adaptor.getX().getType());                              \
+    return success();                                                          \
+  }
+
+NN_SAME_TYPE_AS_X(GeluOp)
 
 LogicalResult GeluOp::verify() {
   return checkApproximate(Checker(*this), getApproximate());
@@ -853,15 +856,7 @@ static LogicalResult broadcastShape(const Checker &c, Type lhs, Type rhs,
 NN_BROADCAST_OP(AddOp)
 NN_BROADCAST_OP(MulOp)
 
-LogicalResult ScaleOp::inferReturnTypes(MLIRContext *,
-                                        std::optional<Location> loc,
-                                        Adaptor adaptor,
-                                        SmallVectorImpl<Type> &inferred) {
-  if (failed(requireTensors(loc, adaptor.getOperands())))
-    return failure();
-  inferred.push_back(adaptor.getX().getType());
-  return success();
-}
+NN_SAME_TYPE_AS_X(ScaleOp)
 
 LogicalResult ScaleOp::verify() {
   if (!std::isfinite(getFactor()))
@@ -1025,15 +1020,7 @@ NN_COMPATIBLE_RETURN_TYPES(TransposeOp)
 // RollOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult RollOp::inferReturnTypes(MLIRContext *,
-                                       std::optional<Location> loc,
-                                       Adaptor adaptor,
-                                       SmallVectorImpl<Type> &inferred) {
-  if (failed(requireTensors(loc, adaptor.getOperands())))
-    return failure();
-  inferred.push_back(adaptor.getX().getType());
-  return success();
-}
+NN_SAME_TYPE_AS_X(RollOp)
 
 LogicalResult RollOp::verify() {
   ArrayRef<int64_t> shifts = getShifts(), dims = getDims();
@@ -1067,15 +1054,7 @@ NN_COMPATIBLE_RETURN_TYPES(RollOp)
 // DropoutOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult DropoutOp::inferReturnTypes(MLIRContext *,
-                                          std::optional<Location> loc,
-                                          Adaptor adaptor,
-                                          SmallVectorImpl<Type> &inferred) {
-  if (failed(requireTensors(loc, adaptor.getOperands())))
-    return failure();
-  inferred.push_back(adaptor.getX().getType());
-  return success();
-}
+NN_SAME_TYPE_AS_X(DropoutOp)
 
 LogicalResult DropoutOp::verify() {
   float rate = getRate();
