@@ -552,9 +552,9 @@ private:
 
   // --- Gradient synchronisation ----------------------------------------===//
 
-  /// Dense gradients: moe.all_reduce mean right before their nn.adamw. Expert
-  /// gradients: nn.scale 1/W, then one moe.replica_grad_sync per layer before
-  /// the layer's first nn.adamw.
+  /// Dense gradients: moe.all_reduce mean. Expert gradients: nn.scale 1/W,
+  /// then one moe.replica_grad_sync per layer. Then every nn.adamw, in its
+  /// order, after all of them.
   LogicalResult synchronizeGradients() {
     llvm::MapVector<StringAttr, SmallVector<nn::AdamWOp>> expertUpdates;
     for (auto update : func.getBody().front().getOps<nn::AdamWOp>()) {
@@ -572,6 +572,14 @@ private:
     }
     for (auto &[layer, updates] : expertUpdates)
       synchronizeExpertGradients(layer, updates);
+    // Every update after every gradient collective: the runtime can then
+    // take the global gradient norm (clipping, loss-scale overflow checks)
+    // before the first parameter changes.
+    Operation *terminator = func.getBody().front().getTerminator();
+    SmallVector<nn::AdamWOp> allUpdates(
+        func.getBody().front().getOps<nn::AdamWOp>());
+    for (nn::AdamWOp update : allUpdates)
+      update->moveBefore(terminator);
     return success();
   }
 

@@ -21,7 +21,9 @@
 #include "runtime/program/Program.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string_view>
 #include <span>
 #include <vector>
 
@@ -32,6 +34,51 @@ struct ExecutorOptions {
   /// parameters on every run and every rank.
   uint64_t seed = 0;
 };
+
+/// What one training step does beyond the program's own arithmetic.
+struct StepOptions {
+  /// This step's learning rate (a schedule's value); <= 0 keeps the lr the
+  /// program was compiled with.
+  float lr = 0;
+  /// Clip the gradients to this global L2 norm (torch's clip_grad_norm_);
+  /// 0 = no clipping.
+  float maxGradNorm = 0;
+  /// Loss scaling: the backward pass is seeded with lossScale instead of 1
+  /// and the gradients are divided by it before the update. A non-finite
+  /// gradient norm then skips the update (no parameter or optimizer state
+  /// changes) and the step reports it; a dynamic scaler lowers the scale.
+  float lossScale = 1;
+};
+
+struct StepResult {
+  /// The training loss (cross-entropy + auxiliary losses), averaged over
+  /// the ranks.
+  float loss = 0;
+  /// The global L2 norm of the gradients (unscaled, before clipping), every
+  /// expert counted once however many replicas it has.
+  double gradNorm = 0;
+  /// True when the update was skipped because gradNorm was not finite.
+  bool skipped = false;
+};
+
+/// Routing statistics of one MoE layer in the last step that ran it.
+struct LayerStats {
+  std::string_view name;
+  /// Tokens routed to each expert this step, summed over the ranks.
+  std::vector<int64_t> expertTokens;
+  /// Rows each device's experts computed (the plan's load).
+  std::vector<int64_t> deviceLoad;
+  /// max(deviceLoad) / mean(deviceLoad); 1 when perfectly balanced.
+  double balanceRatio = 1.0;
+  /// Token copies dropped for exceeding the expert capacity (0 when
+  /// dropless), summed over the ranks.
+  int64_t droppedTokens = 0;
+};
+
+/// Called with every parameter's final gradient (after communication,
+/// before clipping and the update): for gradient dumps and cross-checks.
+using GradientObserver = std::function<void(
+    const fb::Buffer &parameter, const device::Operand &gradient)>;
 
 /// The RNG stream of one parameter (or one expert's slice of it): a pure
 /// function of (seed, param_name, expert), so initial values depend neither
@@ -60,9 +107,36 @@ public:
 
   /// Runs one training step and returns its loss.
   StatusOr<float> step();
+  /// Runs one training step with a schedule's lr, clipping or loss scaling.
+  StatusOr<StepResult> step(const StepOptions &options);
+
+  /// Runs the forward pass only (no dropout, no gradient, no update) on the
+  /// current inputs and returns the mean cross-entropy over the ranks (the
+  /// auxiliary losses excluded): the evaluation loss.
+  StatusOr<float> evaluate();
 
   /// Steps completed so far.
   int64_t stepsDone() const { return stepsDone_; }
+  /// Sets the step counter, for a resume from a checkpoint: AdamW's bias
+  /// correction and dropout masks depend on it.
+  void setStepsDone(int64_t steps) { stepsDone_ = steps; }
+
+  /// Every parameter's gradient goes to `observer` during step(); empty to
+  /// stop.
+  void setGradientObserver(GradientObserver observer) {
+    gradientObserver_ = std::move(observer);
+  }
+
+  /// Routing statistics of MoE layer `layer` in the last step or evaluate().
+  const LayerStats &layerStats(size_t layer) const {
+    return layerState_[layer].stats;
+  }
+  size_t numMoeLayers() const { return layerState_.size(); }
+
+  /// The program this executor runs and the device it runs on.
+  const program::LoadedProgram &program() const { return program_; }
+  device::Device &device() const { return device_; }
+  device::Communicator &communicator() const { return comm_; }
 
   /// A buffer bound to the arena (for tests, checkpoints and dumps).
   const device::Operand &buffer(uint32_t id) const { return operands_[id]; }
