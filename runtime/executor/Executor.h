@@ -155,6 +155,26 @@ private:
     int64_t plannedStep = 0;
     std::vector<int64_t> localCounts, allCounts;
     std::vector<std::byte> send, recv;
+    /// Capacity layers: the dispatch rows compacted to (or expanded from)
+    /// the packed expert-grouped order the plan works on.
+    std::vector<std::byte> packed;
+    /// Token copies this rank routes per step (moe.dispatch's ids, T·k).
+    int64_t routedCopies = 0;
+    LayerStats stats;
+  };
+
+  /// What to do with the instructions of one run over the stream.
+  struct RunMode {
+    bool training = true;
+    /// Stop after this instruction (evaluate: the last forward one).
+    size_t end = 0;
+    const StepOptions *options = nullptr;
+    /// Set by the first update of the step: the factor every gradient is
+    /// multiplied by (clipping and loss scale), and whether to skip.
+    double gradScale = 1.0;
+    bool skipUpdates = false;
+    double gradNorm = 0;
+    bool updatesPrepared = false;
   };
 
   Executor(const program::LoadedProgram &program, device::Device &device,
@@ -162,7 +182,12 @@ private:
       : program_(program), device_(device), comm_(comm), options_(options) {}
 
   Status bind();
+  Status analyse();
+  Status run(RunMode &mode);
+  Status runInstruction(const fb::Instruction &instruction, RunMode &mode);
   Status runInstruction(uint32_t index, const fb::Instruction &instruction);
+  Status prepareUpdates(RunMode &mode);
+  Status averageOverRanks(float &value);
   Status runAllToAll(const fb::Instruction &instruction, bool dispatch);
   Status runReplicaGradSync(const fb::Instruction &instruction);
   Status runAllReduce(const fb::Instruction &instruction, bool mean);
@@ -176,6 +201,22 @@ private:
   std::vector<device::Operand> operands_;
   std::vector<LayerState> layerState_;
   int64_t stepsDone_ = 0;
+  GradientObserver gradientObserver_;
+  /// From analyse(): the first AdamW instruction (every later one is an
+  /// AdamW too: spmd-partition puts all updates last), the last instruction
+  /// of the forward pass (the last writer of the loss), the cross-entropy
+  /// buffer, the instruction seeding the backward pass, and the gradient
+  /// buffers whose squares count towards the global norm on this rank.
+  size_t firstUpdate_ = 0;
+  size_t forwardEnd_ = 0;
+  int64_t crossEntropyBuffer_ = -1;
+  int64_t seedInstruction_ = -1;
+  struct NormTerm {
+    uint32_t buffer;
+    int64_t offset, count; // elements
+    bool expert;           // differs per rank: summed over the ranks
+  };
+  std::vector<NormTerm> normTerms_;
 };
 
 } // namespace flexmoe::executor
