@@ -62,11 +62,11 @@ def rel(a, b, floor):
     return norm(a - b) / max(norm(b), floor)
 
 
-def run_torch(cfg, params0, batches, dtype, threads, renormalize=True):
+def run_torch(cfg, params0, batches, dtype, threads, breaks=()):
     """Trains the reference from params0 on `batches`; returns, per step,
     (loss, {name: grad}, {name: param after the update}) as float64."""
     torch.set_num_threads(threads)
-    model = gpt_moe.GPTMoE(cfg, renormalize_top_k=renormalize).to(dtype)
+    model = gpt_moe.GPTMoE(cfg, breaks).to(dtype)
     model.load_flexmoe_params(params0)
     opt = gpt_moe.make_optimizer(model, cfg.adamw)
     out = []
@@ -79,7 +79,10 @@ def run_torch(cfg, params0, batches, dtype, threads, renormalize=True):
         opt.step()
         after = {n: p.detach().double().numpy().copy()
                  for n, p in model.named_parameters()}
-        out.append((float(loss.detach()), grads, after))
+        routing = {b.moe_spec["name"]: (b.moe.last_kept.numpy().copy(),
+                                        b.moe.last_dropped)
+                   for b in model.blocks if b.moe_spec is not None}
+        out.append((float(loss.detach()), grads, after, routing))
     return out
 
 
@@ -133,9 +136,10 @@ def check_program(args, program, workdir):
     names = [p["name"] for p in cfg.raw["params"]]
     batches = [(st["tokens"], st["labels"]) for st in steps]
 
-    renorm = not args.break_no_renormalize
-    ref = run_torch(cfg, params0, batches, torch.float64, args.threads, renorm)
-    f32 = run_torch(cfg, params0, batches, torch.float32, args.threads, renorm)
+    ref = run_torch(cfg, params0, batches, torch.float64, args.threads,
+                    args.breaks)
+    f32 = run_torch(cfg, params0, batches, torch.float32, args.threads,
+                    args.breaks)
     forced = run_adamw_on(cfg, params0,
                           [{n: st["grad." + n] for n in names} for st in steps])
 
@@ -154,7 +158,7 @@ def check_program(args, program, workdir):
     rows = {n: Row() for n in names}
     print(f"   {'step':>4}  {'flexmoe loss':>13}  {'torch-fp64':>13}  "
           f"{'torch-fp32':>13}  {'err flexmoe':>11}  {'err fp32':>9}")
-    for s, (st, (l64, g64, a64), (l32, g32, a32), af) in enumerate(
+    for s, (st, (l64, g64, a64, route), (l32, g32, a32, _), af) in enumerate(
             zip(steps, ref, f32, forced), start=1):
         flex_loss = float(st["loss"])
         el, el32 = abs(flex_loss - l64) / abs(l64), abs(l32 - l64) / abs(l64)
@@ -162,6 +166,17 @@ def check_program(args, program, workdir):
               f"{el:11.2e}  {el32:9.2e}")
         if not el <= args.loss_tol:
             fail(f"step {s}: loss", el, args.loss_tol)
+        # Routing must agree exactly: the same top-k and the same drops.
+        for layer, (kept, dropped) in route.items():
+            fk = st[f"stats.{layer}.kept"]
+            fd = int(st[f"stats.{layer}.dropped"])
+            print(f"         {layer}: copies kept per expert {fk.tolist()}, "
+                  f"dropped {fd} (torch: {kept.tolist()}, dropped {dropped})")
+            if fk.tolist() != kept.tolist() or fd != dropped:
+                failures.append(f"{label}: step {s}: layer {layer} routes "
+                                f"differently (kept {fk.tolist()} dropped "
+                                f"{fd}; torch kept {kept.tolist()} dropped "
+                                f"{dropped})")
         gfloor = FLOOR_FACTOR * math.sqrt(sum(norm(g) ** 2
                                               for g in g64.values()))
         ufloor = FLOOR_FACTOR * math.sqrt(sum(norm(a64[n] - p0[n]) ** 2
@@ -227,9 +242,12 @@ def main():
                     help="torch.set_num_threads for the reference")
     ap.add_argument("--workdir", help="where dumps go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the dumps")
-    ap.add_argument("--break-no-renormalize", action="store_true",
-                    help="deliberately wrong reference (top-k weights not "
-                         "renormalised): the check must fail")
+    ap.add_argument("--break", dest="breaks", action="append", default=[],
+                    choices=gpt_moe.GPTMoE.BREAKS,
+                    help="make the reference deliberately wrong (top-k "
+                         "weights not renormalised, GShard's choice-major "
+                         "drop order, erf GELU in the dense FFN): the check "
+                         "must then fail")
     args = ap.parse_args()
     if args.steps < 1:
         ap.error("--steps must be at least 1")

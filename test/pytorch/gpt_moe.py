@@ -234,7 +234,7 @@ def top_k_lowest_id(probs, k):
     return order[:, :k]
 
 
-def moe_layer(x, moe, spec, renormalize=True):
+def moe_layer(x, moe, spec, breaks=frozenset()):
     """Returns (y [T, D], aux loss) for x [T, D]. No per-token Python loops:
     copies are sorted by expert (stable in (token, choice) order), gathered,
     run through each expert as one GEMM pair and scattered back with
@@ -249,7 +249,7 @@ def moe_layer(x, moe, spec, renormalize=True):
     probs = torch.softmax(x @ moe.gate, dim=-1)
     ids = top_k_lowest_id(probs, k)                       # [T, k]
     weights = probs.gather(1, ids)                        # [T, k]
-    if k > 1 and renormalize:
+    if k > 1 and "no-renormalize" not in breaks:
         weights = weights / weights.sum(dim=-1, keepdim=True)
 
     flat = ids.reshape(-1)                                # (token, choice)
@@ -263,12 +263,21 @@ def moe_layer(x, moe, spec, renormalize=True):
         # order: the first `capacity` are kept.
         rank = torch.empty_like(flat)
         starts = torch.cumsum(copies, 0) - copies
-        rank[order] = torch.arange(flat.numel()) - starts[flat[order]]
+        visit = order
+        if "choice-priority" in breaks:
+            # GShard's rule (all first choices before second ones): not
+            # flexmoe's.
+            visit = torch.sort(flat * k + torch.arange(flat.numel()) % k,
+                               stable=True).indices
+        rank[visit] = torch.arange(flat.numel()) - starts[flat[visit]]
         keep = rank[order] < capacity
         order = order[keep]
         counts = torch.clamp(copies, max=capacity)
     else:
         counts = copies
+    # Routing statistics of the last forward pass (for the cross-check).
+    moe.last_kept = counts.detach().clone()
+    moe.last_dropped = int(flat.numel() - int(counts.sum()))
     token = order // k
     routed = x[token]
     w_flat = weights.reshape(-1)[order]
@@ -288,11 +297,16 @@ def moe_layer(x, moe, spec, renormalize=True):
 
 
 class GPTMoE(nn.Module):
-    def __init__(self, cfg, renormalize_top_k=True):
+    # Deliberately wrong details, to show that the cross-check can fail.
+    BREAKS = ("no-renormalize", "choice-priority", "gelu-erf")
+
+    def __init__(self, cfg, breaks=()):
         super().__init__()
         self.cfg = cfg
-        # Deliberate-bug switch for showing that the cross-check can fail.
-        self.renormalize_top_k = renormalize_top_k
+        unknown = set(breaks) - set(self.BREAKS)
+        if unknown:
+            raise ValueError(f"unknown breaks {sorted(unknown)}")
+        self.breaks = frozenset(breaks)
         d = cfg.d_model
         self.wte = nn.Parameter(torch.empty(cfg.vocab_size, d))
         self.wpe = nn.Parameter(torch.empty(cfg.seq_len, d))
@@ -341,12 +355,13 @@ class GPTMoE(nn.Module):
             h = block.ln2(x, eps)
             if block.moe_spec is not None:
                 y, aux = moe_layer(h.reshape(b * s, -1), block.moe,
-                                   block.moe_spec, self.renormalize_top_k)
+                                   block.moe_spec, self.breaks)
                 y = y.view(b, s, -1)
                 aux_losses.append(aux)
             else:
-                y = block.mlp.fc2(gelu(block.mlp.fc1(h),
-                                       cfg.gelu_approximate))
+                approx = ("none" if "gelu-erf" in self.breaks
+                          else cfg.gelu_approximate)
+                y = block.mlp.fc2(gelu(block.mlp.fc1(h), approx))
             x = x + y
         logits = self.lm_head(self.lnf(x, eps))
         if labels is None:

@@ -11,7 +11,9 @@
 //   params0.safetensors      the parameters before step 1
 //   stepN.safetensors        step N's tokens, labels and loss, every
 //                            parameter's gradient ("grad.<name>") and its
-//                            value after the update ("param.<name>")
+//                            value after the update ("param.<name>"), and
+//                            each MoE layer's routing ("stats.<layer>.kept"
+//                            per expert, "stats.<layer>.dropped")
 //
 // Expert tensors are written in expert order [E, ...] (the program stores
 // them per slot; the layer's slot table says which expert a slot holds).
@@ -505,6 +507,22 @@ int main(int argc, char **argv) {
     }
     for (Tensor &t : paramTensors("param."))
       tensors.push_back(std::move(t));
+    // Routing: copies each expert kept and copies dropped for capacity.
+    for (size_t l = 0; l < executor.numMoeLayers(); ++l) {
+      const executor::LayerStats &stats = executor.layerStats(l);
+      std::string name = moeLayers->Get(l)->name()->str();
+      std::vector<int32_t> kept(stats.expertTokens.begin(),
+                                stats.expertTokens.end());
+      tensors.push_back({"stats." + name + ".kept",
+                         "I32",
+                         {static_cast<int64_t>(kept.size())},
+                         bytesOf(kept)});
+      tensors.push_back({"stats." + name + ".dropped",
+                         "I32",
+                         {},
+                         bytesOf(std::vector<int32_t>{
+                             static_cast<int32_t>(stats.droppedTokens)})});
+    }
     if (Status st = writeSafetensors(
             dir / ("step" + std::to_string(s) + ".safetensors"), tensors);
         !st.isOk())
