@@ -19,18 +19,25 @@
 // them per slot; the layer's slot table says which expert a slot holds).
 //
 //   flexmoe-grad-dump <program.fmoe> --out DIR [--steps N] [--seed S]
+//                     [--init-params FILE.safetensors]
+//
+// --init-params replaces the initial parameters (names and shapes as in
+// params0.safetensors, experts in expert order).
 //
 //===----------------------------------------------------------------------===//
 
 #include "runtime/backends/cpu/CpuDevice.h"
 #include "runtime/executor/Executor.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <random>
@@ -168,6 +175,242 @@ std::vector<std::byte> toExpertOrder(const Param &p, const fb::MoeLayer *layer,
   return out;
 }
 
+/// The inverse of toExpertOrder: expert order [E, ...] into the slots.
+void fromExpertOrder(const Param &p, const fb::MoeLayer *layer,
+                     const std::byte *src, std::byte *data, size_t bytes) {
+  if (p.moeLayer < 0) {
+    std::memcpy(data, src, bytes);
+    return;
+  }
+  const size_t row = bytes / static_cast<size_t>(p.shape[0]);
+  std::vector<int32_t> experts = slotExperts(*layer);
+  for (size_t s = 0; s < experts.size(); ++s)
+    if (experts[s] >= 0)
+      std::memcpy(data + row * s, src + row * static_cast<size_t>(experts[s]),
+                  row);
+}
+
+/// One tensor's entry in a safetensors header.
+struct HeaderEntry {
+  std::string dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+};
+
+/// A minimal JSON reader for safetensors headers: objects, arrays, strings,
+/// integers (and other scalars skipped).
+class HeaderParser {
+public:
+  explicit HeaderParser(std::string_view text) : text_(text) {}
+
+  StatusOr<std::map<std::string, HeaderEntry>> parse() {
+    std::map<std::string, HeaderEntry> out;
+    FLEXMOE_RETURN_IF_ERROR(expect('{'));
+    if (peek() == '}')
+      return ++pos_, out;
+    while (true) {
+      StatusOr<std::string> name = string();
+      if (!name)
+        return name.status();
+      FLEXMOE_RETURN_IF_ERROR(expect(':'));
+      if (*name == "__metadata__") {
+        FLEXMOE_RETURN_IF_ERROR(skipValue());
+      } else {
+        HeaderEntry entry;
+        FLEXMOE_RETURN_IF_ERROR(tensorEntry(*name, entry));
+        out[*name] = std::move(entry);
+      }
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      FLEXMOE_RETURN_IF_ERROR(expect('}'));
+      return out;
+    }
+  }
+
+private:
+  char peek() {
+    while (pos_ < text_.size() &&
+           std::isspace(static_cast<unsigned char>(text_[pos_])))
+      ++pos_;
+    return pos_ < text_.size() ? text_[pos_] : '\0';
+  }
+  Status expect(char c) {
+    if (peek() != c)
+      return errorf("malformed safetensors header: expected '", c, "' at byte ",
+                    pos_);
+    ++pos_;
+    return Status::ok();
+  }
+  StatusOr<std::string> string() {
+    FLEXMOE_RETURN_IF_ERROR(expect('"'));
+    std::string out;
+    while (pos_ < text_.size() && text_[pos_] != '"') {
+      if (text_[pos_] == '\\' && pos_ + 1 < text_.size())
+        ++pos_;
+      out += text_[pos_++];
+    }
+    FLEXMOE_RETURN_IF_ERROR(expect('"'));
+    return out;
+  }
+  StatusOr<int64_t> integer() {
+    peek();
+    size_t start = pos_;
+    if (pos_ < text_.size() && text_[pos_] == '-')
+      ++pos_;
+    while (pos_ < text_.size() &&
+           std::isdigit(static_cast<unsigned char>(text_[pos_])))
+      ++pos_;
+    if (pos_ == start)
+      return errorf("malformed safetensors header: expected an integer at "
+                    "byte ",
+                    pos_);
+    return std::stoll(std::string(text_.substr(start, pos_ - start)));
+  }
+  StatusOr<std::vector<int64_t>> integers() {
+    std::vector<int64_t> out;
+    FLEXMOE_RETURN_IF_ERROR(expect('['));
+    if (peek() == ']')
+      return ++pos_, out;
+    while (true) {
+      StatusOr<int64_t> v = integer();
+      if (!v)
+        return v.status();
+      out.push_back(*v);
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      FLEXMOE_RETURN_IF_ERROR(expect(']'));
+      return out;
+    }
+  }
+  Status skipValue() {
+    char c = peek();
+    if (c == '"')
+      return string().status();
+    if (c == '{' || c == '[') {
+      char close = c == '{' ? '}' : ']';
+      ++pos_;
+      if (peek() == close)
+        return ++pos_, Status::ok();
+      while (true) {
+        if (c == '{') {
+          FLEXMOE_RETURN_IF_ERROR(string().status());
+          FLEXMOE_RETURN_IF_ERROR(expect(':'));
+        }
+        FLEXMOE_RETURN_IF_ERROR(skipValue());
+        if (peek() == ',') {
+          ++pos_;
+          continue;
+        }
+        return expect(close);
+      }
+    }
+    while (pos_ < text_.size() && text_[pos_] != ',' && text_[pos_] != '}' &&
+           text_[pos_] != ']')
+      ++pos_;
+    return Status::ok();
+  }
+  Status tensorEntry(const std::string &name, HeaderEntry &entry) {
+    FLEXMOE_RETURN_IF_ERROR(expect('{'));
+    bool first = true;
+    while (peek() != '}') {
+      if (!first)
+        FLEXMOE_RETURN_IF_ERROR(expect(','));
+      first = false;
+      StatusOr<std::string> key = string();
+      if (!key)
+        return key.status();
+      FLEXMOE_RETURN_IF_ERROR(expect(':'));
+      if (*key == "dtype") {
+        StatusOr<std::string> v = string();
+        if (!v)
+          return v.status();
+        entry.dtype = *v;
+      } else if (*key == "shape" || *key == "data_offsets") {
+        StatusOr<std::vector<int64_t>> v = integers();
+        if (!v)
+          return v.status();
+        if (*key == "shape") {
+          entry.shape = *v;
+        } else {
+          if (v->size() != 2 || (*v)[0] < 0 || (*v)[1] < (*v)[0])
+            return errorf("tensor '", name, "': bad data_offsets");
+          entry.begin = (*v)[0];
+          entry.end = (*v)[1];
+        }
+      } else {
+        FLEXMOE_RETURN_IF_ERROR(skipValue());
+      }
+    }
+    ++pos_;
+    return Status::ok();
+  }
+
+  std::string_view text_;
+  size_t pos_ = 0;
+};
+
+/// Reads a safetensors file of f32 parameters into the executor's buffers;
+/// every parameter must be present with its exact shape, and no other tensor.
+Status
+loadParams(const std::string &path, const std::vector<Param> &params,
+           executor::Executor &executor,
+           const std::function<const fb::MoeLayer *(const Param &)> &layerOf) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return errorf("cannot open the parameter file '", path, "'");
+  std::vector<char> blob((std::istreambuf_iterator<char>(in)),
+                         std::istreambuf_iterator<char>());
+  if (blob.size() < 8)
+    return errorf("'", path, "' is too short for a safetensors file");
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i)
+    n = (n << 8) | static_cast<unsigned char>(blob[i]);
+  if (n > blob.size() - 8)
+    return errorf("'", path, "': the header size ", n, " exceeds the file");
+  StatusOr<std::map<std::string, HeaderEntry>> header =
+      HeaderParser(std::string_view(blob.data() + 8, n)).parse();
+  if (!header)
+    return errorf("'", path, "': ", header.status().message());
+  const uint64_t dataSize = blob.size() - 8 - n;
+  const std::byte *data =
+      reinterpret_cast<const std::byte *>(blob.data()) + 8 + n;
+  for (const Param &p : params) {
+    auto it = header->find(p.name);
+    if (it == header->end())
+      return errorf("'", path, "' has no tensor '", p.name, "'");
+    const HeaderEntry &e = it->second;
+    if (e.dtype != "F32")
+      return errorf("'", path, "': tensor '", p.name, "' is ", e.dtype,
+                    ", expected F32");
+    if (e.shape != p.shape)
+      return errorf("'", path, "': tensor '", p.name, "' has shape ",
+                    jsonShape(e.shape), ", the program's is ",
+                    jsonShape(p.shape));
+    int64_t count = 1;
+    for (int64_t d : p.shape)
+      count *= d;
+    if (e.end > dataSize || e.end - e.begin != static_cast<uint64_t>(count) * 4)
+      return errorf("'", path, "': tensor '", p.name, "' has bad data offsets");
+    const device::Operand &op = executor.buffer(p.buffer->id());
+    fromExpertOrder(p, layerOf(p), data + e.begin, op.data,
+                    static_cast<size_t>(count) * 4);
+  }
+  if (header->size() != params.size())
+    for (const auto &[name, entry] : *header) {
+      bool known = false;
+      for (const Param &p : params)
+        known = known || p.name == name;
+      if (!known)
+        return errorf("'", path, "' has the tensor '", name,
+                      "', which is no parameter of the program");
+    }
+  return Status::ok();
+}
+
 template <typename T> std::vector<std::byte> bytesOf(const std::vector<T> &v) {
   std::vector<std::byte> out(v.size() * sizeof(T));
   std::memcpy(out.data(), v.data(), out.size());
@@ -193,11 +436,12 @@ std::optional<int64_t> blockOf(std::string_view name) {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string path, outDir;
+  std::string path, outDir, initParams;
   int64_t steps = 3;
   uint64_t seed = 0;
   const char *usage = "usage: flexmoe-grad-dump <program.fmoe> --out DIR "
-                      "[--steps N >= 1] [--seed S]";
+                      "[--steps N >= 1] [--seed S] "
+                      "[--init-params FILE.safetensors]";
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--steps" && i + 1 < argc)
@@ -206,6 +450,8 @@ int main(int argc, char **argv) {
       seed = std::strtoull(argv[++i], nullptr, 10);
     else if (arg == "--out" && i + 1 < argc)
       outDir = argv[++i];
+    else if (arg == "--init-params" && i + 1 < argc)
+      initParams = argv[++i];
     else if (path.empty() && !arg.empty() && arg[0] != '-')
       path = arg;
     else
@@ -447,6 +693,11 @@ int main(int argc, char **argv) {
     }
     return out;
   };
+  // Optional start point other than the init specs (e.g. larger weights, so
+  // that activations leave the near-linear regime of a fresh model).
+  if (!initParams.empty())
+    if (Status s = loadParams(initParams, params, executor, layerOf); !s.isOk())
+      return abandon(s.message());
   if (Status s = writeText(dir / "config.json", json.str()); !s.isOk())
     return abandon(s.message());
   if (Status s =
