@@ -40,15 +40,15 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 try:
+    import numpy as np
     import torch
-except ImportError as e:  # the lit test turns this into UNSUPPORTED
-    print(f"crosscheck: UNSUPPORTED: PyTorch is not importable ({e})")
+except ImportError as e:  # the lit test reports UNSUPPORTED before this
+    print(f"crosscheck: UNSUPPORTED: {sys.executable} cannot import numpy "
+          f"and torch ({e})")
     sys.exit(2)
 
 import gpt_moe  # noqa: E402
