@@ -445,3 +445,45 @@ def config_from_preset(name="gpt-moe-tiny", **overrides):
                    "batch_size": o["batch"], "d_model": o["d_model"],
                    "num_heads": o["heads"], "num_layers": o["layers"],
                    "ffn_hidden": o["ffn_hidden"], "moe_layers": moe})
+
+
+def _bench(argv=None):
+    """python3 gpt_moe.py --preset gpt-moe-small --threads 2 --steps 5:
+    times train_step on random batches (ms per step, tokens per second)."""
+    import argparse
+    import time
+    ap = argparse.ArgumentParser(description=_bench.__doc__)
+    ap.add_argument("--preset", default="gpt-moe-tiny")
+    ap.add_argument("--config", help="a flexmoe-grad-dump config.json "
+                                     "instead of a preset")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--capacity-factor", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = (Config.load(args.config) if args.config else
+           config_from_preset(args.preset,
+                              capacity_factor=args.capacity_factor))
+    model = GPTMoE(cfg)
+    opt = make_optimizer(model, cfg.adamw)
+    shape = (cfg.batch_size, cfg.seq_len)
+    batches = [(torch.randint(0, cfg.vocab_size, shape, dtype=torch.int32),
+                torch.randint(0, cfg.vocab_size, shape, dtype=torch.int32))
+               for _ in range(args.warmup + args.steps)]
+    for tokens, labels in batches[:args.warmup]:
+        train_step(model, opt, tokens, labels)
+    start = time.perf_counter()
+    for tokens, labels in batches[args.warmup:]:
+        loss = train_step(model, opt, tokens, labels)
+    elapsed = (time.perf_counter() - start) / max(args.steps, 1)
+    print(f"{args.config or args.preset}: {args.threads} thread(s), "
+          f"{elapsed * 1e3:.1f} ms/step, "
+          f"{cfg.batch_size * cfg.seq_len / elapsed:.0f} tokens/s, "
+          f"last loss {loss:.4f}")
+
+
+if __name__ == "__main__":
+    _bench()
