@@ -23,8 +23,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <string_view>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace flexmoe::executor {
@@ -77,8 +77,8 @@ struct LayerStats {
 
 /// Called with every parameter's final gradient (after communication,
 /// before clipping and the update): for gradient dumps and cross-checks.
-using GradientObserver = std::function<void(
-    const fb::Buffer &parameter, const device::Operand &gradient)>;
+using GradientObserver = std::function<void(const fb::Buffer &parameter,
+                                            const device::Operand &gradient)>;
 
 /// The RNG stream of one parameter (or one expert's slice of it): a pure
 /// function of (seed, param_name, expert), so initial values depend neither
@@ -151,8 +151,8 @@ private:
   struct LayerState {
     plan::Placement placement;
     plan::DispatchPlan plan;
-    /// The step whose counts `plan` was computed from; 0 = none yet.
-    int64_t plannedStep = 0;
+    /// The run (step or evaluate) whose counts `plan` was computed from.
+    int64_t plannedRun = -1;
     std::vector<int64_t> localCounts, allCounts;
     std::vector<std::byte> send, recv;
     /// Capacity layers: the dispatch rows compacted to (or expanded from)
@@ -184,8 +184,9 @@ private:
   Status bind();
   Status analyse();
   Status run(RunMode &mode);
-  Status runInstruction(const fb::Instruction &instruction, RunMode &mode);
-  Status runInstruction(uint32_t index, const fb::Instruction &instruction);
+  Status runInstruction(const fb::Instruction &instruction, RunMode &mode,
+                        int64_t index);
+  Status planLayer(int32_t layerIndex, const device::Operand &counts);
   Status prepareUpdates(RunMode &mode);
   Status averageOverRanks(float &value);
   Status runAllToAll(const fb::Instruction &instruction, bool dispatch);
@@ -201,6 +202,8 @@ private:
   std::vector<device::Operand> operands_;
   std::vector<LayerState> layerState_;
   int64_t stepsDone_ = 0;
+  /// Runs over the stream (steps and evaluations): keys the per-run plans.
+  int64_t runsDone_ = 0;
   GradientObserver gradientObserver_;
   /// From analyse(): the first AdamW instruction (every later one is an
   /// AdamW too: spmd-partition puts all updates last), the last instruction
@@ -208,6 +211,7 @@ private:
   /// buffer, the instruction seeding the backward pass, and the gradient
   /// buffers whose squares count towards the global norm on this rank.
   size_t firstUpdate_ = 0;
+  bool updatesLast_ = true;
   size_t forwardEnd_ = 0;
   int64_t crossEntropyBuffer_ = -1;
   int64_t seedInstruction_ = -1;
