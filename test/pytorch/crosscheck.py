@@ -58,6 +58,8 @@ DEFAULT_UPDATE_TOL = 1e-3  # AdamW on flexmoe's gradients (fp32 storage)
 DEFAULT_LOSS_TOL = 1e-6    # the loss, at flexmoe's parameters
 DEFAULT_TRAJ_TOL = 1e-2    # independent trajectories (AdamW's eps, README)
 DEFAULT_TRAJ_LOSS_TOL = 1e-5
+# ... or this many times torch-fp32's own drift, whichever is larger.
+TRAJ_FP32_FACTOR = 10.0
 # Errors whose floor-relative size is below this are exact zeros in all three.
 FLOOR_FACTOR = 1e-6
 
@@ -161,11 +163,13 @@ def run_dump(args, program, dump, init_params=None):
     return None
 
 
-def wide_params(params0, scale, seed):
-    """flexmoe's initial parameters with the random weights scaled up and
-    noise on the ones/zeros (LayerNorm, biases): activations then leave the
-    near-linear regime of a fresh model (where tanh and erf GELU, say, agree
-    to 1e-7) and routing is decided by clear margins."""
+def wide_params(params0, gain, seed):
+    """flexmoe's initial parameters rescaled to the O(1) activations of a
+    trained model: every [.., in, out] weight to std gain/sqrt(in) (the
+    embeddings to std 0.2), LayerNorm gammas 1 + 0.1 N(0,1), betas and biases
+    0.1 N(0,1). At flexmoe's own init (std 0.02) pre-activations are ~0.1,
+    where e.g. tanh and erf GELU agree to 1e-7, and routing margins are
+    tiny; here they are not."""
     rng = np.random.RandomState(seed)
     out = {}
     for name, p in params0.items():
@@ -175,7 +179,10 @@ def wide_params(params0, scale, seed):
         elif np.all(p == 0.0):                # beta, biases
             q = 0.1 * rng.standard_normal(p.shape)
         else:                                 # normal-init weights
-            q = p * scale
+            std = float(np.std(p))
+            target = 0.2 if name in ("wte", "wpe") else \
+                gain / math.sqrt(p.shape[-2])
+            q = p * (target / std)
         out[name] = q.astype(np.float32)
     return out
 
@@ -192,7 +199,7 @@ def check_program(args, program, workdir, init):
         init_file = dump + ".params.safetensors"
         gpt_moe.write_safetensors(init_file, wide_params(
             gpt_moe.read_safetensors(os.path.join(dump, "params0.safetensors")),
-            args.wide_scale, args.seed))
+            args.wide_gain, args.seed))
     error = run_dump(args, program, dump, init_file)
     if error:
         print(f"crosscheck: {label}: {error}")
@@ -249,9 +256,10 @@ def check_program(args, program, workdir, init):
               f"{el32:8.1e}  {lt:13.7f}  {elt:8.1e}")
         if not el <= args.loss_tol:
             fail(f"step {s}: loss", el, args.loss_tol)
-        if not elt <= args.traj_loss_tol:
-            fail(f"step {s}: loss of the trajectories", elt,
-                 args.traj_loss_tol)
+        lt32 = traj32[s - 1][0]
+        tol = max(args.traj_loss_tol, TRAJ_FP32_FACTOR * abs(lt32 - lt) / abs(lt))
+        if not elt <= tol:
+            fail(f"step {s}: loss of the trajectories", elt, tol)
         # Routing must agree exactly: the same top-k and the same drops.
         for layer, (kept, dropped) in route.items():
             fk = st[f"stats.{layer}.kept"]
@@ -294,13 +302,16 @@ def check_program(args, program, workdir, init):
                 r.traj = Row.worse(r.traj, et)
                 r.traj32 = Row.worse(r.traj32, rel(at32_[n] - p0[n],
                                                    at[n] - p0[n], ufloor))
-                if not et <= args.traj_tol:
-                    fail(f"step {s}: '{n}' on the trajectories", et,
-                         args.traj_tol)
+                # Trajectories part by chaotic amplification of rounding
+                # (AdamW's eps): torch-fp32's own drift measures it.
+                e32 = rel(at32_[n] - p0[n], at[n] - p0[n], ufloor)
+                tol = max(args.traj_tol, TRAJ_FP32_FACTOR * e32)
+                if not et <= tol:
+                    fail(f"step {s}: '{n}' on the trajectories", et, tol)
 
     print(f"   worst relative error over the steps (tolerances: gradient "
           f"{args.tol:g}, adamw {args.update_tol:g}, trajectory "
-          f"{args.traj_tol:g}):")
+          f"max({args.traj_tol:g}, {TRAJ_FP32_FACTOR:g} x fp32's)):")
     print(f"   {'parameter':<22} {'grad':>9} {'grad fp32':>9}  {'adamw':>9}  "
           f"{'trajectory':>10} {'traj fp32':>9}")
     for n in names:
@@ -308,7 +319,8 @@ def check_program(args, program, workdir, init):
         traj_cols = ("zero-grad".rjust(10) + " " + "-".rjust(9)) if r.null \
             else f"{r.traj:10.2e} {r.traj32:9.2e}"
         bad = (not r.grad <= args.tol) or not r.adamw <= args.update_tol \
-            or (not r.null and not r.traj <= args.traj_tol)
+            or (not r.null and not r.traj <= max(
+                args.traj_tol, TRAJ_FP32_FACTOR * r.traj32))
         print(f"   {n:<22} {r.grad:9.2e} {r.grad32:9.2e}  {r.adamw:9.2e}  "
               f"{traj_cols}{'  FAIL' if bad else ''}")
     if not args.keep:
@@ -345,9 +357,11 @@ def main():
     ap.add_argument("--workdir", help="where dumps go (default: a temp dir)")
     ap.add_argument("--init", action="append", choices=["flexmoe", "wide"],
                     help="start from flexmoe's initial parameters, from "
-                         "wide ones (weights x --wide-scale, noisy "
-                         "LayerNorm and biases), or both (the default)")
-    ap.add_argument("--wide-scale", type=float, default=10.0)
+                         "wide ones (weights of std gain/sqrt(fan_in), "
+                         "noisy LayerNorm and biases), or both (the "
+                         "default)")
+    ap.add_argument("--wide-gain", type=float, default=1.0,
+                    help="the wide start's weights have std gain/sqrt(fan_in)")
     ap.add_argument("--keep", action="store_true", help="keep the dumps")
     ap.add_argument("--break", dest="breaks", action="append", default=[],
                     choices=gpt_moe.GPTMoE.BREAKS,
