@@ -10,7 +10,8 @@ near-linear regime of a fresh model), and compares with gpt_moe.GPTMoE:
    float64 (the reference) and float32: the loss, the routing (copies kept
    and dropped per expert, exactly) and every parameter's gradient;
 2. flexmoe's parameters after each update against torch.optim.AdamW (float64)
-   fed flexmoe's own gradients: the optimizer alone;
+   fed flexmoe's own gradients: the optimizer alone (half an fp32 ulp of
+   storage rounding per step allowed);
 3. the trajectories: torch trained by itself from the same start on the same
    batches: the loss and every parameter's accumulated update (a looser
    end-to-end check; README.md says why).
@@ -54,7 +55,7 @@ except ImportError as e:  # the lit test reports UNSUPPORTED before this
 import gpt_moe  # noqa: E402
 
 DEFAULT_TOL = 1e-4         # gradients, at flexmoe's parameters
-DEFAULT_UPDATE_TOL = 1e-3  # AdamW on flexmoe's gradients (fp32 storage)
+DEFAULT_UPDATE_TOL = 1e-4  # AdamW on flexmoe's gradients, beyond fp32 storage
 DEFAULT_LOSS_TOL = 1e-6    # the loss, at flexmoe's parameters
 DEFAULT_TRAJ_TOL = 1e-2    # independent trajectories (AdamW's eps, README)
 DEFAULT_TRAJ_LOSS_TOL = 1e-5
@@ -80,7 +81,7 @@ def run_torch(cfg, params0, batches, dtype, threads, breaks=()):
     torch.set_num_threads(threads)
     model = gpt_moe.GPTMoE(cfg, breaks).to(dtype)
     model.load_flexmoe_params(params0)
-    opt = gpt_moe.make_optimizer(model, cfg.adamw)
+    opt = gpt_moe.make_optimizer(model, cfg.adamw, breaks)
     out = []
     for tokens, labels in batches:
         opt.zero_grad(set_to_none=False)
@@ -114,12 +115,12 @@ def eval_at(cfg, params, batch, dtype, args):
     return float(loss.detach()), grads, routing
 
 
-def run_adamw_on(cfg, params0, grads_per_step):
+def run_adamw_on(cfg, params0, grads_per_step, breaks=()):
     """torch AdamW (float64) fed flexmoe's own gradients: isolates the
     optimizer from the gradients. Returns the parameters after each step."""
     model = gpt_moe.GPTMoE(cfg).double()
     model.load_flexmoe_params(params0)
-    opt = gpt_moe.make_optimizer(model, cfg.adamw)
+    opt = gpt_moe.make_optimizer(model, cfg.adamw, breaks)
     params = dict(model.named_parameters())
     out = []
     for grads in grads_per_step:
@@ -221,7 +222,8 @@ def check_program(args, program, workdir, init):
     at32 = [eval_at(cfg, before[i], batches[i], torch.float32, args)
             for i in range(len(steps))]
     forced = run_adamw_on(cfg, params0,
-                          [{n: st["grad." + n] for n in names} for st in steps])
+                          [{n: st["grad." + n] for n in names} for st in steps],
+                          args.breaks)
     # The trajectories: torch trained by itself from params0.
     traj = run_torch(cfg, params0, batches, torch.float64, args.threads,
                      args.breaks)
@@ -289,7 +291,13 @@ def check_program(args, program, workdir, init):
             if not eg <= args.tol:
                 fail(f"step {s}: gradient of '{n}'", eg, args.tol)
             flex_upd = np.asarray(st["param." + n], np.float64) - p0[n]
-            ea = rel(flex_upd, af[n] - p0[n], ufloor)
+            # Parameters are stored in fp32: each step rounds them by up to
+            # half an ulp, which the fp64 reference does not; that much is
+            # allowed before the update's relative error counts.
+            rounding = 0.5 * s * norm(np.spacing(np.abs(af[n]).astype(
+                np.float32)))
+            ea = max(0.0, norm(flex_upd - (af[n] - p0[n])) - rounding) / max(
+                norm(af[n] - p0[n]), ufloor)
             r.adamw = Row.worse(r.adamw, ea)
             if not ea <= args.update_tol:
                 fail(f"step {s}: '{n}' after AdamW on flexmoe's gradients",
@@ -367,8 +375,8 @@ def main():
                     choices=gpt_moe.GPTMoE.BREAKS,
                     help="make the reference deliberately wrong (top-k "
                          "weights not renormalised, GShard's choice-major "
-                         "drop order, erf GELU in the dense FFN): the check "
-                         "must then fail")
+                         "drop order, erf GELU in the dense FFN, AdamW "
+                         "without weight decay): the check must then fail")
     args = ap.parse_args()
     if args.steps < 1:
         ap.error("--steps must be at least 1")

@@ -298,7 +298,9 @@ def moe_layer(x, moe, spec, breaks=frozenset()):
 
 class GPTMoE(nn.Module):
     # Deliberately wrong details, to show that the cross-check can fail.
-    BREAKS = ("no-renormalize", "choice-priority", "gelu-erf")
+    # ("adamw-no-decay" is the optimizer's: see make_optimizer.)
+    BREAKS = ("no-renormalize", "choice-priority", "gelu-erf",
+              "adamw-no-decay")
 
     def __init__(self, cfg, breaks=()):
         super().__init__()
@@ -397,9 +399,11 @@ class GPTMoE(nn.Module):
             p.copy_(torch.from_numpy(np.asarray(src)).to(p.dtype))
 
 
-def make_optimizer(model, adamw):
+def make_optimizer(model, adamw, breaks=()):
     """torch AdamW with flexmoe's hyper-parameters (weight decay on every
     parameter, as the program applies nn.adamw to all of them)."""
+    if "adamw-no-decay" in breaks:
+        adamw = dict(adamw, weight_decay=0.0)
     return torch.optim.AdamW(
         model.parameters(), lr=float(adamw.get("lr", 1e-3)),
         betas=(float(adamw.get("beta1", 0.9)), float(adamw.get("beta2", 0.999))),
