@@ -199,7 +199,8 @@ def check_program(args, program, workdir, init):
             return [f"{label}: {error}"]
         init_file = dump + ".params.safetensors"
         gpt_moe.write_safetensors(init_file, wide_params(
-            gpt_moe.read_safetensors(os.path.join(dump, "params0.safetensors")),
+            gpt_moe.read_safetensors(
+                os.path.join(dump, "params0.safetensors")),
             args.wide_gain, args.seed))
     error = run_dump(args, program, dump, init_file)
     if error:
@@ -207,8 +208,10 @@ def check_program(args, program, workdir, init):
         return [f"{label}: {error}"]
 
     cfg = gpt_moe.Config.load(os.path.join(dump, "config.json"))
-    params0 = gpt_moe.read_safetensors(os.path.join(dump, "params0.safetensors"))
-    steps = [gpt_moe.read_safetensors(os.path.join(dump, f"step{s}.safetensors"))
+    params0 = gpt_moe.read_safetensors(
+        os.path.join(dump, "params0.safetensors"))
+    steps = [gpt_moe.read_safetensors(
+        os.path.join(dump, f"step{s}.safetensors"))
              for s in range(1, args.steps + 1)]
     names = [p["name"] for p in cfg.raw["params"]]
     batches = [(st["tokens"], st["labels"]) for st in steps]
@@ -222,7 +225,8 @@ def check_program(args, program, workdir, init):
     at32 = [eval_at(cfg, before[i], batches[i], torch.float32, args)
             for i in range(len(steps))]
     forced = run_adamw_on(cfg, params0,
-                          [{n: st["grad." + n] for n in names} for st in steps],
+                          [{n: st["grad." + n] for n in names}
+                           for st in steps],
                           args.breaks)
     # The trajectories: torch trained by itself from params0.
     traj = run_torch(cfg, params0, batches, torch.float64, args.threads,
@@ -259,7 +263,8 @@ def check_program(args, program, workdir, init):
         if not el <= args.loss_tol:
             fail(f"step {s}: loss", el, args.loss_tol)
         lt32 = traj32[s - 1][0]
-        tol = max(args.traj_loss_tol, TRAJ_FP32_FACTOR * abs(lt32 - lt) / abs(lt))
+        tol = max(args.traj_loss_tol,
+                  TRAJ_FP32_FACTOR * abs(lt32 - lt) / abs(lt))
         if not elt <= tol:
             fail(f"step {s}: loss of the trajectories", elt, tol)
         # Routing must agree exactly: the same top-k and the same drops.
@@ -341,7 +346,8 @@ def check_program(args, program, workdir, init):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("programs", nargs="+", help=".fmoe programs (world size 1)")
+    ap.add_argument("programs", nargs="+",
+                    help=".fmoe programs (world size 1)")
     ap.add_argument("--dump-tool", required=True,
                     help="path of flexmoe-grad-dump")
     ap.add_argument("--steps", type=int, default=3)

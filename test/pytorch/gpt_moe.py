@@ -20,7 +20,8 @@ Every detail follows models/lib/GPTMoE.cpp, docs/IR.md and the CPU kernels
   copies, dropped ones included, not differentiated), P_e = mean_t probs[t, e].
   Capacity C > 0: copies are visited in (token, choice) order and an expert
   keeps its first C; a dropped copy contributes nothing and the remaining
-  weights are not renormalised. Expert e: act(x @ w1[e] + b1[e]) @ w2[e] + b2[e].
+  weights are not renormalised.
+  Expert e: act(x @ w1[e] + b1[e]) @ w2[e] + b2[e].
 * loss = mean cross-entropy over labels != ignore_index + sum of aux losses.
 
 Parameter names and shapes equal the program's nn.param names, so a
@@ -406,7 +407,8 @@ def make_optimizer(model, adamw, breaks=()):
         adamw = dict(adamw, weight_decay=0.0)
     return torch.optim.AdamW(
         model.parameters(), lr=float(adamw.get("lr", 1e-3)),
-        betas=(float(adamw.get("beta1", 0.9)), float(adamw.get("beta2", 0.999))),
+        betas=(float(adamw.get("beta1", 0.9)),
+               float(adamw.get("beta2", 0.999))),
         eps=float(adamw.get("epsilon", 1e-8)),
         weight_decay=float(adamw.get("weight_decay", 0.01)))
 
