@@ -61,7 +61,8 @@ Checkpoints:
   --checkpoint-every <n>    Steps between checkpoints (default 0: only at the end)
   --resume <path>           Continue from a checkpoint (its path without
                             extension, or a directory: its latest); flags not
-                            given come from the checkpoint
+                            given come from the checkpoint, and new
+                            checkpoints go beside it unless --checkpoint-dir
 
   --help                    This text
 )";

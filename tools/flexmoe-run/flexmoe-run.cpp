@@ -306,6 +306,9 @@ StatusOr<int> Trainer::run() {
     if (sidecar->contains("trainer") && (*sidecar)["trainer"].is_object())
       saved = (*sidecar)["trainer"];
     FLEXMOE_RETURN_IF_ERROR(mergeSavedOptions(saved, o_, sink_));
+    // Later checkpoints go beside the one resumed unless told otherwise.
+    if (o_.checkpointDir.empty())
+      o_.checkpointDir = fs::path(resumePath).parent_path().string();
   }
 
   // Defaults that depend on the program and the step count.
@@ -452,8 +455,8 @@ StatusOr<int> Trainer::run() {
     };
     StatusOr<executor::StepResult> result = executor_->step(options);
     if (!result)
-      return std::move(result).status().withContext("step " +
-                                                    std::to_string(step));
+      return Status(result.status())
+          .withContext("step " + std::to_string(step));
     if (!std::isfinite(result->loss) && !result->skipped)
       return errorf("step ", step, ": the loss is ", result->loss,
                     " (diverged; try a lower --lr or --clip-grad)");
@@ -474,8 +477,8 @@ StatusOr<int> Trainer::run() {
     record.elapsedSeconds = elapsedBefore_ + seconds(Clock::now() - start_);
     for (size_t l = 0; l < executor_->numMoeLayers(); ++l) {
       const executor::LayerStats &stats = executor_->layerStats(l);
-      record.layers.push_back(
-          {layerNames[l], stats.balanceRatio, stats.droppedTokens});
+      record.layers.push_back({layerNames[l], stats.balanceRatio,
+                               stats.expertBalance, stats.droppedTokens});
     }
     sink_.logStep(record,
                   (step - firstStep) % o_.logEvery == 0 || step == o_.steps);
