@@ -739,7 +739,8 @@ TEST(Checkpoint, AFailedSaveLeavesNoFiles) {
 /// world-size-2 program.
 class TwoRanks final : public device::Communicator {
 public:
-  int64_t rank() const override { return 0; }
+  explicit TwoRanks(int64_t rank = 0) : rank_(rank) {}
+  int64_t rank() const override { return rank_; }
   int64_t worldSize() const override { return 2; }
   Status allGather(std::span<const int64_t>, std::span<int64_t>) override {
     return errorf("unused");
@@ -759,6 +760,9 @@ public:
   Status groupSum(float *, int64_t, std::span<const int32_t>) override {
     return errorf("unused");
   }
+
+private:
+  int64_t rank_;
 };
 
 TEST(Checkpoint, SavingNeedsWorldSizeOneForNow) {
@@ -778,6 +782,107 @@ TEST(Checkpoint, SavingNeedsWorldSizeOneForNow) {
   EXPECT_TRUE(dir.list().empty());
   EXPECT_FALSE(saveParameters(**created, dir.file("p.safetensors")).isOk());
   EXPECT_TRUE(dir.list().empty());
+}
+
+TEST(Checkpoint, EachRankLoadsItsOwnSlotsAtWorldSizeTwo) {
+  // A checkpoint of tinyMoeProgram's model written by hand (saving needs
+  // world size 1 for now): every value encodes its tensor and position.
+  TempDir dir;
+  program::LoadedProgram program = load(tinyMoeProgram());
+  StatusOr<std::vector<LayoutEntry>> layout =
+      checkpointLayout(program.program());
+  ASSERT_TRUE(layout.isOk()) << layout.status().message();
+  SafetensorsWriter writer;
+  std::map<std::string, std::vector<float>> saved;
+  for (size_t t = 0; t < layout->size(); ++t) {
+    const LayoutEntry &e = (*layout)[t];
+    int64_t n = 1;
+    for (int64_t d : e.shape)
+      n *= d;
+    std::vector<float> v(n);
+    for (int64_t i = 0; i < n; ++i)
+      v[i] = static_cast<float>(1000 * (t + 1) + i);
+    ASSERT_TRUE(writer.addF32(e.name, e.shape, v).isOk());
+    saved[e.name] = v;
+  }
+  std::string path = dir.file("c");
+  ASSERT_TRUE(writer.write(checkpointTensorsPath(path)).isOk());
+  json sidecar = {{"format", kCheckpointFormat},
+                  {"format_version", kCheckpointFormatVersion},
+                  {"program_name", "train_step"},
+                  {"layout_hash", layoutHash(*layout)},
+                  {"step", 5},
+                  {"world_size", 2},
+                  {"num_tensors", layout->size()},
+                  {"tensors_file", "c.safetensors"},
+                  {"tensors_hash", hashString(writer.fileHash())},
+                  {"trainer", json::object()}};
+  writeText(checkpointSidecarPath(path), sidecar.dump());
+
+  // Rank 0 holds experts [0, 2, -], rank 1 [1, 2, 3]; b1 is [slots, 16].
+  const std::vector<std::vector<int>> slotExperts = {{0, 2, -1}, {1, 2, 3}};
+  for (int64_t rank : {0, 1}) {
+    cpu::CpuDevice device;
+    TwoRanks comm(rank);
+    StatusOr<std::unique_ptr<Executor>> created =
+        Executor::create(program, device, comm);
+    ASSERT_TRUE(created.isOk()) << created.status().message();
+    Executor &ex = **created;
+    StatusOr<json> loaded = loadCheckpoint(ex, path);
+    ASSERT_TRUE(loaded.isOk()) << message(loaded);
+    EXPECT_EQ(ex.stepsDone(), 5);
+    uint32_t b1 = findBuffer(tinyMoeProgram(), "moe1.b1");
+    const float *slots = ex.buffer(b1).as<float>();
+    const std::vector<float> &experts = saved["moe1.b1"];
+    for (int s = 0; s < 3; ++s)
+      for (int i = 0; i < 16; ++i) {
+        int e = slotExperts[rank][s];
+        EXPECT_EQ(slots[s * 16 + i], e < 0 ? 0.0f : experts[e * 16 + i])
+            << "rank " << rank << " slot " << s;
+      }
+    uint32_t head = findBuffer(tinyMoeProgram(), "head");
+    EXPECT_TRUE(std::equal(saved["head"].begin(), saved["head"].end(),
+                           ex.buffer(head).as<float>()));
+  }
+}
+
+TEST(Checkpoint, LoadParametersRestoresParametersOnly) {
+  TempDir dir;
+  Dataset data = corpus();
+  Trainer run(moeProgram());
+  ASSERT_TRUE(run.executor);
+  run.trainUntil(data, 2);
+  std::string path = dir.file("p.safetensors");
+  ASSERT_TRUE(saveParameters(*run.executor, path).isOk());
+  std::string ckpt = dir.file("c");
+  ASSERT_TRUE(saveCheckpoint(*run.executor, ckpt, json::object()).isOk());
+  std::vector<float> w1 = run.values("moe0.w1"), m = run.values("moe0.w1.m");
+  run.trainUntil(data, 4);
+  ASSERT_NE(run.values("moe0.w1"), w1);
+  std::vector<float> mNow = run.values("moe0.w1.m");
+
+  ASSERT_TRUE(loadParameters(*run.executor, path).isOk());
+  EXPECT_EQ(run.values("moe0.w1"), w1);
+  EXPECT_EQ(run.values("moe0.w1.m"), mNow); // optimizer state untouched
+  EXPECT_EQ(run.executor->stepsDone(), 4);
+
+  // A checkpoint's tensors file serves too: its optimizer.* are ignored.
+  run.trainUntil(data, 5);
+  ASSERT_TRUE(
+      loadParameters(*run.executor, checkpointTensorsPath(ckpt)).isOk());
+  EXPECT_EQ(run.values("moe0.w1"), w1);
+  EXPECT_NE(run.values("moe0.w1.m"), m);
+
+  // Another model's parameters are refused by name.
+  Trainer wide(moeProgram(4, 2 * kH));
+  ASSERT_TRUE(wide.executor);
+  Status status = loadParameters(*wide.executor, path);
+  ASSERT_FALSE(status.isOk());
+  EXPECT_NE(status.message().find("loading parameters from '" + path +
+                                  "': tensor 'moe0.w1' has shape [4, 8, 16] "
+                                  "in the checkpoint but [4, 8, 32]"),
+            std::string::npos)
+      << status.message();
 }
 
 } // namespace

@@ -248,4 +248,12 @@ TEST(Safetensors, RandomCorruptionNeverCrashes) {
   EXPECT_LT(accepted, 4000);
 }
 
+TEST(Safetensors, SurvivesDeeplyNestedHeaders) {
+  // The JSON parser and destructor must not recurse once per level.
+  std::string open(200000, '['), close(200000, ']');
+  expectRejected(rawFile("{\"t\":" + open + close + "}", {}),
+                 "tensor 't': entry is not an object");
+  expectRejected(rawFile(open, {}), "header is not valid JSON");
+}
+
 } // namespace
