@@ -81,6 +81,13 @@ StatusOr<HostTensors> readTensors(executor::Executor &executor,
 StatusOr<SafetensorsWriter> makeWriter(executor::Executor &executor,
                                        const std::vector<LayoutEntry> &layout,
                                        const std::string &format) {
+  // Even a program without experts must not be saved by every rank at once:
+  // they would all write the same files.
+  int64_t worldSize = executor.communicator().worldSize();
+  if (worldSize != 1)
+    return errorf("checkpoints are not supported yet at world size ", worldSize,
+                  " (needs the distributed runtime: the expert slots of "
+                  "other ranks must be gathered and only rank 0 may write)");
   StatusOr<HostTensors> tensors = readTensors(executor, layout);
   if (!tensors)
     return tensors.status();
