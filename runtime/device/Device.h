@@ -48,9 +48,10 @@ struct KernelCall {
   /// 1-based number of the training step this launch belongs to (dropout
   /// masks and AdamW bias correction depend on it).
   int64_t step = 1;
-  /// The rank running it: mixed into dropout masks so that the devices'
-  /// batch shards draw different masks.
-  int64_t rank = 0;
+  /// Which shard of the step's global batch this launch works on (rank +
+  /// micro-batch · world size): mixed into dropout masks, so that no two
+  /// shards draw the same masks.
+  int64_t shard = 0;
   /// False in evaluation: nn.dropout passes its input through.
   bool training = true;
   /// nn.adamw: the gradient is multiplied by gradScale before use (gradient

@@ -328,16 +328,37 @@ StatusOr<StepResult> Executor::step(const StepOptions &options) {
         "loss scaling needs the fill that seeds the backward pass, and the "
         "program has none");
 
+  if (options.microBatches < 1)
+    return errorf("a step needs at least one micro-batch, got ",
+                  options.microBatches);
+  if (options.microBatches > 1 && !options.loadMicroBatch)
+    return Status::error("gradient accumulation needs a loadMicroBatch "
+                         "callback to set each micro-batch's inputs");
+
+  size_t count = prog.instructions() ? prog.instructions()->size() : 0;
   RunMode mode;
   mode.training = true;
   mode.options = &options;
-  mode.end = prog.instructions() ? prog.instructions()->size() : 0;
-  FLEXMOE_RETURN_IF_ERROR(run(mode));
-  ++stepsDone_;
-
   StepResult result;
-  FLEXMOE_RETURN_IF_ERROR(device_.copyToHost(
-      &result.loss, operands_[prog.loss_buffer()].data, sizeof(float)));
+  double lossSum = 0;
+  // Micro-batches before the last: forward and backward, gradients summed.
+  for (int64_t micro = 0; micro < options.microBatches; ++micro) {
+    if (options.loadMicroBatch)
+      FLEXMOE_RETURN_IF_ERROR(options.loadMicroBatch(micro));
+    bool last = micro + 1 == options.microBatches;
+    mode.micro = micro;
+    mode.end = last ? count : firstUpdate_;
+    mode.accumulated = options.microBatches > 1 ? &accumulated_ : nullptr;
+    FLEXMOE_RETURN_IF_ERROR(run(mode));
+    if (!last)
+      FLEXMOE_RETURN_IF_ERROR(accumulateGradients(mode));
+    float loss = 0;
+    FLEXMOE_RETURN_IF_ERROR(device_.copyToHost(
+        &loss, operands_[prog.loss_buffer()].data, sizeof(float)));
+    lossSum += loss;
+  }
+  ++stepsDone_;
+  result.loss = static_cast<float>(lossSum / options.microBatches);
   FLEXMOE_RETURN_IF_ERROR(averageOverRanks(result.loss));
   result.gradNorm = mode.gradNorm;
   result.skipped = mode.skipUpdates;
@@ -398,11 +419,48 @@ Status Executor::run(RunMode &mode) {
   return stream_->synchronize();
 }
 
+Status Executor::accumulateGradients(RunMode &mode) {
+  if (!device_.hostAccessible())
+    return errorf("device ", device_.name(),
+                  " has no gradient accumulation yet");
+  const auto *instructions = program_.program().instructions();
+  size_t numUpdates = instructions->size() - firstUpdate_;
+  if (mode.micro == 0)
+    accumulated_.assign(numUpdates, {});
+  for (size_t u = 0; u < numUpdates; ++u) {
+    const Operand &grad =
+        operands_[instructions->Get(firstUpdate_ + u)->inputs()->Get(1)];
+    std::vector<float> &sum = accumulated_[u];
+    const float *g = grad.as<float>();
+    if (mode.micro == 0)
+      sum.assign(g, g + grad.numElements());
+    else
+      for (int64_t i = 0; i < grad.numElements(); ++i)
+        sum[i] += g[i];
+  }
+  return Status::ok();
+}
+
 Status Executor::prepareUpdates(RunMode &mode) {
   // Every gradient is final here: the updates come last.
   FLEXMOE_RETURN_IF_ERROR(stream_->synchronize());
   const fb::Program &prog = program_.program();
   const auto *instructions = prog.instructions();
+  if (mode.accumulated) {
+    // The last micro-batch's gradients join the sum; the mean replaces them.
+    if (!device_.hostAccessible())
+      return errorf("device ", device_.name(),
+                    " has no gradient accumulation yet");
+    float inverse = 1.0f / static_cast<float>(mode.options->microBatches);
+    for (size_t u = 0; u < mode.accumulated->size(); ++u) {
+      const Operand &grad =
+          operands_[instructions->Get(firstUpdate_ + u)->inputs()->Get(1)];
+      float *g = grad.as<float>();
+      const std::vector<float> &sum = (*mode.accumulated)[u];
+      for (int64_t i = 0; i < grad.numElements(); ++i)
+        g[i] = (sum[i] + g[i]) * inverse;
+    }
+  }
   if (gradientObserver_)
     for (size_t i = firstUpdate_; i < instructions->size(); ++i) {
       const fb::Instruction &inst = *instructions->Get(i);
@@ -461,7 +519,7 @@ Status Executor::runInstruction(const fb::Instruction &instruction,
   device::KernelCall call;
   call.instruction = &instruction;
   call.step = stepsDone_ + 1;
-  call.rank = comm_.rank();
+  call.shard = comm_.rank() + mode.micro * comm_.worldSize();
   call.training = mode.training;
   if (mode.options) {
     call.gradScale = static_cast<float>(mode.gradScale);

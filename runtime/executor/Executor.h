@@ -48,6 +48,13 @@ struct StepOptions {
   /// gradient norm then skips the update (no parameter or optimizer state
   /// changes) and the step reports it; a dynamic scaler lowers the scale.
   float lossScale = 1;
+  /// Gradient accumulation: the step runs the forward and backward passes
+  /// on `microBatches` micro-batches, calling loadMicroBatch(i) before each
+  /// to set its inputs, and updates once with the mean of their gradients
+  /// (the gradient of the mean loss over the whole batch). With 1, the
+  /// inputs set before the step are used and loadMicroBatch may be empty.
+  int64_t microBatches = 1;
+  std::function<Status(int64_t micro)> loadMicroBatch;
 };
 
 struct StepResult {
@@ -174,7 +181,10 @@ private:
     double gradScale = 1.0;
     bool skipUpdates = false;
     double gradNorm = 0;
-    bool updatesPrepared = false;
+    /// The micro-batch being run (dropout masks differ per micro-batch).
+    int64_t micro = 0;
+    /// Gradient accumulation: the running sum of each update's gradient.
+    std::vector<std::vector<float>> *accumulated = nullptr;
   };
 
   Executor(const program::LoadedProgram &program, device::Device &device,
@@ -184,6 +194,7 @@ private:
   Status bind();
   Status analyse();
   Status run(RunMode &mode);
+  Status accumulateGradients(RunMode &mode);
   Status runInstruction(const fb::Instruction &instruction, RunMode &mode,
                         int64_t index);
   Status planLayer(int32_t layerIndex, const device::Operand &counts);
@@ -221,6 +232,7 @@ private:
     bool expert;           // differs per rank: summed over the ranks
   };
   std::vector<NormTerm> normTerms_;
+  std::vector<std::vector<float>> accumulated_;
 };
 
 } // namespace flexmoe::executor

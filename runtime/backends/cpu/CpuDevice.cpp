@@ -227,10 +227,10 @@ Status run(const KernelCall &call) {
         std::memmove(out[0].data, in[0].data, in[0].numBytes());
       return Status::ok();
     }
-    // Rank 0 keeps the compiled seed, so one device draws what the
+    // Shard 0 keeps the compiled seed, so one device draws what the
     // single-device program draws.
     uint64_t seed = static_cast<uint64_t>(attrs->seed()) ^
-                    (static_cast<uint64_t>(call.rank) * 0x9e3779b97f4a7c15ULL);
+                    (static_cast<uint64_t>(call.shard) * 0x9e3779b97f4a7c15ULL);
     return dropout(in[0].as<float>(), in[0].numElements(), attrs->rate(),
                    static_cast<int64_t>(seed), call.step, out[0].as<float>());
   }
