@@ -191,6 +191,18 @@ TEST(Dataset, TrainBatchesAreWindowsOfTheTrainSplit) {
   }
 }
 
+TEST(Dataset, TrainBatchesFollowTheDocumentedRule) {
+  // Golden starts from an independent implementation of the rule in
+  // docs/data-and-checkpoints.md: changing it breaks every resume.
+  Dataset d = iota(1000, 8, 0);
+  StatusOr<Batch> b = d.trainBatch(/*seed=*/1, /*step=*/1, 6);
+  ASSERT_TRUE(b.isOk()) << b.status().message();
+  std::vector<int32_t> starts;
+  for (int64_t r = 0; r < 6; ++r)
+    starts.push_back(b->tokens[r * 8]);
+  EXPECT_EQ(starts, (std::vector<int32_t>{577, 62, 983, 130, 687, 283}));
+}
+
 TEST(Dataset, TrainBatchesAreAFunctionOfSeedAndStep) {
   Dataset d = iota(5000, 8);
   auto batch = [&](uint64_t seed, int64_t step) {
