@@ -6,7 +6,6 @@
 #include "runtime/train/File.h"
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <sys/stat.h>
 
