@@ -436,7 +436,8 @@ StatusOr<int> Trainer::run() {
   double stepSeconds = 0;
   int64_t stepsRun = 0;
   int64_t step = firstStep;
-  for (; step <= o_.steps && !interrupted; ++step) {
+  int64_t lastToRun = o_.stopAt > 0 ? std::min(o_.stopAt, o_.steps) : o_.steps;
+  for (; step <= lastToRun && !interrupted; ++step) {
     Clock::time_point begin = Clock::now();
     StatusOr<train::Batch> batch = data_->trainBatch(o_.seed, step, o_.batch);
     if (!batch)
@@ -486,19 +487,22 @@ StatusOr<int> Trainer::run() {
     if (recentLosses.size() > 20)
       recentLosses.erase(recentLosses.begin());
 
-    if (step % o_.evalEvery == 0 || step == o_.steps)
+    if (step % o_.evalEvery == 0 || step == lastToRun)
       FLEXMOE_RETURN_IF_ERROR(evaluate(step));
     if (!o_.checkpointDir.empty() &&
         ((o_.checkpointEvery > 0 && step % o_.checkpointEvery == 0) ||
-         step == o_.steps))
+         step == lastToRun))
       FLEXMOE_RETURN_IF_ERROR(saveCheckpoint(step));
     double perStep = stepSeconds / static_cast<double>(stepsRun);
     sink_.progress(record, perStep * static_cast<double>(o_.steps - step));
   }
   int64_t lastStep = step - 1;
-  bool stoppedEarly = interrupted && lastStep < o_.steps;
+  bool stoppedEarly = interrupted && lastStep < lastToRun;
   if (stoppedEarly && !o_.checkpointDir.empty() && lastStep >= firstStep)
     FLEXMOE_RETURN_IF_ERROR(saveCheckpoint(lastStep));
+  if (stoppedEarly && o_.checkpointDir.empty())
+    sink_.print("interrupted at step " + std::to_string(lastStep) +
+                " without --checkpoint-dir: nothing saved");
 
   // The summary.
   double wall = seconds(Clock::now() - start_);
