@@ -604,6 +604,10 @@ Status Executor::planLayer(int32_t layerIndex, const Operand &counts) {
     }
   stats.deviceLoad = state.plan.load;
   stats.balanceRatio = state.plan.balanceRatio;
+  int64_t maxTokens =
+      *std::max_element(stats.expertTokens.begin(), stats.expertTokens.end());
+  stats.expertBalance =
+      kept > 0 ? static_cast<double>(maxTokens) * numExperts / kept : 1.0;
   // Every rank routes the same number of copies (equal batch shards).
   stats.droppedTokens =
       std::max<int64_t>(0, state.routedCopies * worldSize - kept);

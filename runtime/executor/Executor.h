@@ -77,6 +77,9 @@ struct LayerStats {
   std::vector<int64_t> deviceLoad;
   /// max(deviceLoad) / mean(deviceLoad); 1 when perfectly balanced.
   double balanceRatio = 1.0;
+  /// max(expertTokens) / mean(expertTokens): the router's own imbalance,
+  /// which placement (replicas, slots) turns into balanceRatio.
+  double expertBalance = 1.0;
   /// Token copies dropped for exceeding the expert capacity (0 when
   /// dropless), summed over the ranks.
   int64_t droppedTokens = 0;

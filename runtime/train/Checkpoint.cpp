@@ -6,7 +6,6 @@
 #include "runtime/train/File.h"
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <sys/stat.h>
 
@@ -81,6 +80,13 @@ StatusOr<HostTensors> readTensors(executor::Executor &executor,
 StatusOr<SafetensorsWriter> makeWriter(executor::Executor &executor,
                                        const std::vector<LayoutEntry> &layout,
                                        const std::string &format) {
+  // Even a program without experts must not be saved by every rank at once:
+  // they would all write the same files.
+  int64_t worldSize = executor.communicator().worldSize();
+  if (worldSize != 1)
+    return errorf("checkpoints are not supported yet at world size ", worldSize,
+                  " (needs the distributed runtime: the expert slots of "
+                  "other ranks must be gathered and only rank 0 may write)");
   StatusOr<HostTensors> tensors = readTensors(executor, layout);
   if (!tensors)
     return tensors.status();
@@ -99,6 +105,76 @@ StatusOr<SafetensorsWriter> makeWriter(executor::Executor &executor,
 
 bool isInteger(const json &value) {
   return value.is_number_integer() || value.is_number_unsigned();
+}
+
+/// Checks every tensor of `layout` against `file`: present, same dtype and
+/// shape, nothing extra (but optimizer.* with ignoreOptimizerState).
+Status checkTensors(const SafetensorsFile &file,
+                    const std::vector<LayoutEntry> &layout, bool layoutDiffers,
+                    bool ignoreOptimizerState) {
+  std::string prefix =
+      layoutDiffers
+          ? "the program's parameter layout differs from the checkpoint's: "
+          : "";
+  for (const LayoutEntry &entry : layout) {
+    const TensorInfo *info = file.find(entry.name);
+    if (!info)
+      return errorf(prefix, "tensor '", entry.name, "' ",
+                    shapeString(entry.shape),
+                    " of the program is missing from '", file.name(), "'");
+    if (info->dtype != entry.dtype)
+      return errorf(prefix, "tensor '", entry.name, "' is ",
+                    dtypeName(info->dtype), " in the checkpoint but ",
+                    dtypeName(entry.dtype), " in the program");
+    if (info->shape != entry.shape)
+      return errorf(prefix, "tensor '", entry.name, "' has shape ",
+                    shapeString(info->shape), " in the checkpoint but ",
+                    shapeString(entry.shape), " in the program");
+  }
+  for (const TensorInfo &info : file.tensors()) {
+    if (ignoreOptimizerState && info.name.starts_with("optimizer."))
+      continue;
+    if (std::none_of(layout.begin(), layout.end(),
+                     [&](const LayoutEntry &e) { return e.name == info.name; }))
+      return errorf(prefix, "tensor '", info.name, "' ",
+                    shapeString(info.shape),
+                    " of the checkpoint is not in the program");
+  }
+  return Status::ok();
+}
+
+/// Copies the checked tensors of `layout` into the executor's buffers,
+/// expert tensors into this rank's slots. Everything is staged on the host
+/// first, so that a failure leaves the executor as it was.
+Status copyTensors(executor::Executor &executor, const SafetensorsFile &file,
+                   const std::vector<LayoutEntry> &layout) {
+  const fb::Program &program = executor.program().program();
+  int64_t rank = executor.communicator().rank();
+  HostTensors staged;
+  for (const LayoutEntry &entry : layout) {
+    std::span<const std::byte> data = file.data(*file.find(entry.name));
+    if (entry.moeLayer < 0) {
+      staged.emplace_back(data.begin(), data.end());
+      continue;
+    }
+    // Every rank reads the whole file and keeps its own slots: no scatter.
+    SlotMap map = slotMapOf(*program.moe_layers()->Get(entry.moeLayer));
+    size_t expertBytes = map.numExperts ? data.size() / map.numExperts : 0;
+    staged.push_back(slotsFromExperts(map, rank, data, expertBytes));
+  }
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const device::Operand &operand = executor.buffer(layout[i].buffer);
+    if (operand.numBytes() != staged[i].size())
+      return errorf("tensor '", layout[i].name, "' has ", staged[i].size(),
+                    " bytes but its buffer ", operand.numBytes());
+  }
+  FLEXMOE_RETURN_IF_ERROR(executor.device().synchronize());
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const device::Operand &operand = executor.buffer(layout[i].buffer);
+    FLEXMOE_RETURN_IF_ERROR(executor.device().copyToDevice(
+        operand.data, staged[i].data(), staged[i].size()));
+  }
+  return Status::ok();
 }
 
 } // namespace
@@ -296,64 +372,19 @@ StatusOr<json> flexmoe::train::loadCheckpoint(executor::Executor &executor,
     return fail(layout.status().message());
   std::string programLayout = layoutHash(*layout);
   std::string savedLayout = (*sidecar)["layout_hash"].get<std::string>();
-  std::string prefix =
-      programLayout != savedLayout
-          ? "the program's parameter layout differs from the checkpoint's: "
-          : "";
-  for (const LayoutEntry &entry : *layout) {
-    const TensorInfo *info = file->find(entry.name);
-    if (!info)
-      return fail(prefix, "tensor '", entry.name, "' ",
-                  shapeString(entry.shape), " of the program is missing from '",
-                  tensorsPath, "'");
-    if (info->dtype != entry.dtype)
-      return fail(prefix, "tensor '", entry.name, "' is ",
-                  dtypeName(info->dtype), " in the checkpoint but ",
-                  dtypeName(entry.dtype), " in the program");
-    if (info->shape != entry.shape)
-      return fail(prefix, "tensor '", entry.name, "' has shape ",
-                  shapeString(info->shape), " in the checkpoint but ",
-                  shapeString(entry.shape), " in the program");
-  }
-  if (file->tensors().size() != layout->size())
-    for (const TensorInfo &info : file->tensors())
-      if (std::none_of(
-              layout->begin(), layout->end(),
-              [&](const LayoutEntry &e) { return e.name == info.name; }))
-        return fail(prefix, "tensor '", info.name, "' ",
-                    shapeString(info.shape),
-                    " of the checkpoint is not in the program");
-  if (!prefix.empty())
+  // The tensor checks name the first difference; the hash catches a
+  // sidecar that does not match its tensors file.
+  Status checked = checkTensors(*file, *layout,
+                                /*layoutDiffers=*/programLayout != savedLayout,
+                                /*ignoreOptimizerState=*/false);
+  if (!checked)
+    return fail(checked.message());
+  if (programLayout != savedLayout)
     return fail("the program's parameter layout (", programLayout,
                 ") differs from the checkpoint's (", savedLayout, ")");
-
-  // Everything is staged on the host first, so that a failure leaves the
-  // executor as it was.
-  int64_t rank = executor.communicator().rank();
-  HostTensors staged;
-  for (const LayoutEntry &entry : *layout) {
-    std::span<const std::byte> data = file->data(*file->find(entry.name));
-    if (entry.moeLayer < 0) {
-      staged.emplace_back(data.begin(), data.end());
-      continue;
-    }
-    // Every rank reads the whole file and keeps its own slots: no scatter.
-    SlotMap map = slotMapOf(*program.moe_layers()->Get(entry.moeLayer));
-    size_t expertBytes = map.numExperts ? data.size() / map.numExperts : 0;
-    staged.push_back(slotsFromExperts(map, rank, data, expertBytes));
-  }
-  for (size_t i = 0; i < layout->size(); ++i) {
-    const device::Operand &operand = executor.buffer((*layout)[i].buffer);
-    if (operand.numBytes() != staged[i].size())
-      return fail("tensor '", (*layout)[i].name, "' has ", staged[i].size(),
-                  " bytes but its buffer ", operand.numBytes());
-  }
-  FLEXMOE_RETURN_IF_ERROR(executor.device().synchronize());
-  for (size_t i = 0; i < layout->size(); ++i) {
-    const device::Operand &operand = executor.buffer((*layout)[i].buffer);
-    FLEXMOE_RETURN_IF_ERROR(executor.device().copyToDevice(
-        operand.data, staged[i].data(), staged[i].size()));
-  }
+  Status copied = copyTensors(executor, *file, *layout);
+  if (!copied)
+    return fail(copied.message());
   executor.setStepsDone((*sidecar)["step"].get<int64_t>());
   return (*sidecar)["trainer"];
 }
@@ -372,4 +403,23 @@ Status flexmoe::train::saveParameters(executor::Executor &executor,
   if (!writer)
     return context(writer.status());
   return context(writer->write(path));
+}
+
+Status flexmoe::train::loadParameters(executor::Executor &executor,
+                                      const std::string &path) {
+  auto context = [&](Status status) {
+    return std::move(status).withContext("loading parameters from '" + path +
+                                         "'");
+  };
+  StatusOr<std::vector<LayoutEntry>> layout =
+      checkpointLayout(executor.program().program(), false);
+  if (!layout)
+    return context(layout.status());
+  StatusOr<SafetensorsFile> file = SafetensorsFile::read(path);
+  if (!file)
+    return file.status();
+  FLEXMOE_RETURN_IF_ERROR(context(checkTensors(*file, *layout,
+                                               /*layoutDiffers=*/false,
+                                               /*ignoreOptimizerState=*/true)));
+  return context(copyTensors(executor, *file, *layout));
 }

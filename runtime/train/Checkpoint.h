@@ -84,6 +84,13 @@ StatusOr<nlohmann::json> readCheckpointSidecar(const std::string &path);
 /// an export for other tools, e.g. a PyTorch cross-check.
 Status saveParameters(executor::Executor &executor, const std::string &path);
 
+/// Restores the parameters only from the safetensors file `path` (as
+/// saveParameters writes it, or a checkpoint's P.safetensors, whose
+/// optimizer.* tensors are ignored); optimizer state and the step counter
+/// are left alone. Every parameter must be present with its checkpoint
+/// shape; on error the executor is unchanged.
+Status loadParameters(executor::Executor &executor, const std::string &path);
+
 } // namespace flexmoe::train
 
 #endif // FLEXMOE_RUNTIME_TRAIN_CHECKPOINT_H

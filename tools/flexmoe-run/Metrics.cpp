@@ -61,7 +61,8 @@ Status MetricsSink::open(const std::string &metricsPath, bool append,
     std::string header = "kind,step,loss,eval_loss,lr,grad_norm,skipped,"
                          "tokens_per_s,step_ms,elapsed_s";
     for (const std::string &name : layerNames_)
-      header += ",balance." + name + ",dropped." + name;
+      header +=
+          ",balance." + name + ",expert_balance." + name + ",dropped." + name;
     writeRow(header);
   }
   return Status::ok();
@@ -112,8 +113,9 @@ void MetricsSink::logStep(const StepRecord &r, bool printLine) {
       int64_t dropped = 0;
       for (size_t i = 0; i < r.layers.size(); ++i) {
         char value[32];
-        std::snprintf(value, sizeof value, "%s%.2f", i ? "," : " ",
-                      r.layers[i].balance);
+        std::snprintf(value, sizeof value, "%s%.2f (experts %.2f)",
+                      i ? "," : " ", r.layers[i].balance,
+                      r.layers[i].expertBalance);
         line += value;
         dropped += r.layers[i].dropped;
       }
@@ -132,6 +134,7 @@ void MetricsSink::logStep(const StepRecord &r, bool printLine) {
     std::string line = row;
     for (const LayerRecord &layer : r.layers)
       line += "," + std::to_string(layer.balance) + "," +
+              std::to_string(layer.expertBalance) + "," +
               std::to_string(layer.dropped);
     writeRow(line);
     return;
@@ -148,6 +151,7 @@ void MetricsSink::logStep(const StepRecord &r, bool printLine) {
   nlohmann::json layers = nlohmann::json::object();
   for (const LayerRecord &layer : r.layers)
     layers[layer.name] = {{"balance", layer.balance},
+                          {"expert_balance", layer.expertBalance},
                           {"dropped", layer.dropped}};
   row["layers"] = layers;
   writeRow(row.dump());
@@ -169,7 +173,7 @@ void MetricsSink::logEval(const EvalRecord &r) {
                   static_cast<long long>(r.step), r.loss, r.elapsedSeconds);
     std::string text = row;
     for (size_t i = 0; i < layerNames_.size(); ++i)
-      text += ",,";
+      text += ",,,";
     writeRow(text);
     return;
   }

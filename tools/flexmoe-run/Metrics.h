@@ -20,7 +20,7 @@ namespace flexmoe::run {
 
 struct LayerRecord {
   std::string name;
-  double balance = 1.0;
+  double balance = 1.0, expertBalance = 1.0;
   int64_t dropped = 0;
 };
 

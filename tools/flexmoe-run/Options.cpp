@@ -31,6 +31,9 @@ Data:
 
 Training:
   --steps <n>               Train until this step (default 300)
+  --stop-at <n>             Stop after step n, checkpoint and exit: the run
+                            (schedule included) is that of --steps, and
+                            --resume continues it (a time-boxed job)
   --batch <b>               Global batch in sequences: the program's batch or a
                             multiple of it (gradient accumulation; default the
                             program's)
@@ -61,7 +64,8 @@ Checkpoints:
   --checkpoint-every <n>    Steps between checkpoints (default 0: only at the end)
   --resume <path>           Continue from a checkpoint (its path without
                             extension, or a directory: its latest); flags not
-                            given come from the checkpoint
+                            given come from the checkpoint, and new
+                            checkpoints go beside it unless --checkpoint-dir
 
   --help                    This text
 )";
@@ -136,6 +140,8 @@ Status flexmoe::run::parseOptions(int argc, char **argv, Options &options,
        }},
       {"steps",
        [&](std::string_view v) { return parseInt("steps", v, 1, o.steps); }},
+      {"stop-at",
+       [&](std::string_view v) { return parseInt("stop-at", v, 1, o.stopAt); }},
       {"batch",
        [&](std::string_view v) { return parseInt("batch", v, 1, o.batch); }},
       {"lr",

@@ -26,6 +26,9 @@ struct Options {
   std::string dataFormat = "auto";
   double evalFraction = 0.05;
   int64_t steps = 300;
+  /// Stop after this step (0 = at --steps) with a checkpoint; the schedule
+  /// stays that of --steps, so a resume continues the same run.
+  int64_t stopAt = 0;
   /// Global batch in sequences; 0 = the program's. A multiple of the
   /// program's batch accumulates gradients over micro-batches.
   int64_t batch = 0;

@@ -306,6 +306,9 @@ StatusOr<int> Trainer::run() {
     if (sidecar->contains("trainer") && (*sidecar)["trainer"].is_object())
       saved = (*sidecar)["trainer"];
     FLEXMOE_RETURN_IF_ERROR(mergeSavedOptions(saved, o_, sink_));
+    // Later checkpoints go beside the one resumed unless told otherwise.
+    if (o_.checkpointDir.empty())
+      o_.checkpointDir = fs::path(resumePath).parent_path().string();
   }
 
   // Defaults that depend on the program and the step count.
@@ -433,7 +436,8 @@ StatusOr<int> Trainer::run() {
   double stepSeconds = 0;
   int64_t stepsRun = 0;
   int64_t step = firstStep;
-  for (; step <= o_.steps && !interrupted; ++step) {
+  int64_t lastToRun = o_.stopAt > 0 ? std::min(o_.stopAt, o_.steps) : o_.steps;
+  for (; step <= lastToRun && !interrupted; ++step) {
     Clock::time_point begin = Clock::now();
     StatusOr<train::Batch> batch = data_->trainBatch(o_.seed, step, o_.batch);
     if (!batch)
@@ -452,8 +456,8 @@ StatusOr<int> Trainer::run() {
     };
     StatusOr<executor::StepResult> result = executor_->step(options);
     if (!result)
-      return std::move(result).status().withContext("step " +
-                                                    std::to_string(step));
+      return Status(result.status())
+          .withContext("step " + std::to_string(step));
     if (!std::isfinite(result->loss) && !result->skipped)
       return errorf("step ", step, ": the loss is ", result->loss,
                     " (diverged; try a lower --lr or --clip-grad)");
@@ -474,8 +478,8 @@ StatusOr<int> Trainer::run() {
     record.elapsedSeconds = elapsedBefore_ + seconds(Clock::now() - start_);
     for (size_t l = 0; l < executor_->numMoeLayers(); ++l) {
       const executor::LayerStats &stats = executor_->layerStats(l);
-      record.layers.push_back(
-          {layerNames[l], stats.balanceRatio, stats.droppedTokens});
+      record.layers.push_back({layerNames[l], stats.balanceRatio,
+                               stats.expertBalance, stats.droppedTokens});
     }
     sink_.logStep(record,
                   (step - firstStep) % o_.logEvery == 0 || step == o_.steps);
@@ -483,19 +487,22 @@ StatusOr<int> Trainer::run() {
     if (recentLosses.size() > 20)
       recentLosses.erase(recentLosses.begin());
 
-    if (step % o_.evalEvery == 0 || step == o_.steps)
+    if (step % o_.evalEvery == 0 || step == lastToRun)
       FLEXMOE_RETURN_IF_ERROR(evaluate(step));
     if (!o_.checkpointDir.empty() &&
         ((o_.checkpointEvery > 0 && step % o_.checkpointEvery == 0) ||
-         step == o_.steps))
+         step == lastToRun))
       FLEXMOE_RETURN_IF_ERROR(saveCheckpoint(step));
     double perStep = stepSeconds / static_cast<double>(stepsRun);
     sink_.progress(record, perStep * static_cast<double>(o_.steps - step));
   }
   int64_t lastStep = step - 1;
-  bool stoppedEarly = interrupted && lastStep < o_.steps;
+  bool stoppedEarly = interrupted && lastStep < lastToRun;
   if (stoppedEarly && !o_.checkpointDir.empty() && lastStep >= firstStep)
     FLEXMOE_RETURN_IF_ERROR(saveCheckpoint(lastStep));
+  if (stoppedEarly && o_.checkpointDir.empty())
+    sink_.print("interrupted at step " + std::to_string(lastStep) +
+                " without --checkpoint-dir: nothing saved");
 
   // The summary.
   double wall = seconds(Clock::now() - start_);
