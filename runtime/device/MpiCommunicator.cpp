@@ -103,14 +103,15 @@ std::string formatRanks(std::span<const int32_t> ranks) {
 // MpiEnvironment
 //===----------------------------------------------------------------------===//
 
-StatusOr<std::unique_ptr<MpiEnvironment>>
-MpiEnvironment::init(int *argc, char ***argv) {
+StatusOr<std::unique_ptr<MpiEnvironment>> MpiEnvironment::init(int *argc,
+                                                               char ***argv) {
   int finalized = 0, initialized = 0;
   MPI_Finalized(&finalized);
   if (finalized)
     return errorf("MPI was already finalised in this process; it cannot be "
                   "initialised again");
   MPI_Initialized(&initialized);
+  bool launched = launcherInEnvironment();
   int provided = 0;
   if (initialized) {
     // Someone else owns MPI: use it, leave finalising to them.
@@ -127,7 +128,7 @@ MpiEnvironment::init(int *argc, char ***argv) {
                   " but the runtime needs MPI_THREAD_FUNNELED");
   }
   return std::unique_ptr<MpiEnvironment>(
-      new MpiEnvironment(!initialized, provided));
+      new MpiEnvironment(!initialized, provided, launched));
 }
 
 MpiEnvironment::~MpiEnvironment() {
@@ -135,7 +136,7 @@ MpiEnvironment::~MpiEnvironment() {
     MPI_Finalize();
 }
 
-bool MpiEnvironment::underLauncher() {
+bool MpiEnvironment::launcherInEnvironment() {
   // Open MPI's mpirun, PMIx (Open MPI 5, srun --mpi=pmix), PMI-1/2 (MPICH
   // hydra, srun --mpi=pmi2) and Slurm's srun each set one of these.
   for (const char *name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK",
@@ -177,16 +178,17 @@ MpiCommunicator::create(MPI_Comm comm, MpiCommunicatorOptions options) {
   if (code == MPI_SUCCESS)
     code = MPI_Comm_idup(comm, &control, &requests[1]);
   if (code != MPI_SUCCESS)
-    return errorf("rank ", rank, ": communicator set-up: ",
-                  mpiErrorString(code));
+    return errorf("rank ", rank,
+                  ": communicator set-up: ", mpiErrorString(code));
   code = pollUntil(requests, deadlineAfter(timeout), nullptr);
   if (code == -1)
-    return errorf("rank ", rank, ": communicator set-up did not complete "
-                                 "within ",
+    return errorf("rank ", rank,
+                  ": communicator set-up did not complete "
+                  "within ",
                   formatSeconds(timeout), " s (another rank may have failed)");
   if (code != MPI_SUCCESS)
-    return errorf("rank ", rank, ": communicator set-up: ",
-                  mpiErrorString(code));
+    return errorf("rank ", rank,
+                  ": communicator set-up: ", mpiErrorString(code));
   MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
   MPI_Comm_set_errhandler(control, MPI_ERRORS_RETURN);
   return std::unique_ptr<MpiCommunicator>(
@@ -226,7 +228,8 @@ Status MpiCommunicator::usable() const {
 Status MpiCommunicator::check(int code, const char *what) {
   if (code == MPI_SUCCESS)
     return Status::ok();
-  Status status = errorf("rank ", rank_, ": ", what, ": ", mpiErrorString(code));
+  Status status =
+      errorf("rank ", rank_, ": ", what, ": ", mpiErrorString(code));
   failure_ = status;
   return status;
 }
@@ -235,10 +238,9 @@ Status MpiCommunicator::wait(std::span<MPI_Request> requests, const char *what,
                              MPI_Status *statuses) {
   int code = pollUntil(requests, deadlineAfter(timeoutSeconds_), statuses);
   if (code == -1) {
-    Status status = errorf("rank ", rank_, ": ", what,
-                           " did not complete within ",
-                           formatSeconds(timeoutSeconds_),
-                           " s (another rank may have failed)");
+    Status status = errorf(
+        "rank ", rank_, ": ", what, " did not complete within ",
+        formatSeconds(timeoutSeconds_), " s (another rank may have failed)");
     failure_ = status;
     return status;
   }
@@ -249,9 +251,9 @@ StatusOr<MPI_Datatype> MpiCommunicator::rowType(size_t rowBytes) {
   if (auto it = rowTypes_.find(rowBytes); it != rowTypes_.end())
     return it->second;
   MPI_Datatype type;
-  FLEXMOE_RETURN_IF_ERROR(check(
-      MPI_Type_contiguous(static_cast<int>(rowBytes), MPI_BYTE, &type),
-      "all_to_all row type"));
+  FLEXMOE_RETURN_IF_ERROR(
+      check(MPI_Type_contiguous(static_cast<int>(rowBytes), MPI_BYTE, &type),
+            "all_to_all row type"));
   FLEXMOE_RETURN_IF_ERROR(check(MPI_Type_commit(&type), "all_to_all row type"));
   rowTypes_.emplace(rowBytes, type);
   return type;
@@ -267,20 +269,21 @@ Status MpiCommunicator::allGather(std::span<const int64_t> local,
     return errorf("rank ", rank_, ": all_gather: ", local.size(),
                   " values per rank exceed MPI's int counts");
   MPI_Request request;
-  FLEXMOE_RETURN_IF_ERROR(
-      check(MPI_Iallgather(local.data(), static_cast<int>(local.size()),
-                           MPI_INT64_T, all.data(),
-                           static_cast<int>(local.size()), MPI_INT64_T, comm_,
-                           &request),
-            "all_gather"));
+  FLEXMOE_RETURN_IF_ERROR(check(
+      MPI_Iallgather(local.data(), static_cast<int>(local.size()), MPI_INT64_T,
+                     all.data(), static_cast<int>(local.size()), MPI_INT64_T,
+                     comm_, &request),
+      "all_gather"));
   return wait({&request, 1}, "all_gather");
 }
 
-Status MpiCommunicator::allToAllV(
-    const std::byte *send, std::span<const int64_t> sendCounts,
-    std::span<const int64_t> sendOffsets, std::byte *recv,
-    std::span<const int64_t> recvCounts, std::span<const int64_t> recvOffsets,
-    size_t rowBytes) {
+Status MpiCommunicator::allToAllV(const std::byte *send,
+                                  std::span<const int64_t> sendCounts,
+                                  std::span<const int64_t> sendOffsets,
+                                  std::byte *recv,
+                                  std::span<const int64_t> recvCounts,
+                                  std::span<const int64_t> recvOffsets,
+                                  size_t rowBytes) {
   FLEXMOE_RETURN_IF_ERROR(usable());
   size_t n = static_cast<size_t>(size_);
   if (sendCounts.size() != n || sendOffsets.size() != n ||
@@ -303,8 +306,8 @@ Status MpiCommunicator::allToAllV(
     for (size_t r = 0; r < n; ++r) {
       if (table[r] < 0 || table[r] > INT_MAX)
         return errorf("rank ", rank_, ": all_to_all: ", name, " for rank ", r,
-                      " is ", table[r],
-                      " rows, outside MPI's int range [0, ", INT_MAX, "]");
+                      " is ", table[r], " rows, outside MPI's int range [0, ",
+                      INT_MAX, "]");
       out[r] = static_cast<int>(table[r]);
     }
     return Status::ok();
@@ -320,12 +323,12 @@ Status MpiCommunicator::allToAllV(
   // Buffers may be null when nothing moves; MPI wants real addresses.
   static std::byte dummy[1];
   MPI_Request request;
-  FLEXMOE_RETURN_IF_ERROR(check(
-      MPI_Ialltoallv(send ? send : dummy, sendCounts_.data(),
-                     sendDispls_.data(), *type, recv ? recv : dummy,
-                     recvCounts_.data(), recvDispls_.data(), *type, comm_,
-                     &request),
-      "all_to_all"));
+  FLEXMOE_RETURN_IF_ERROR(
+      check(MPI_Ialltoallv(send ? send : dummy, sendCounts_.data(),
+                           sendDispls_.data(), *type, recv ? recv : dummy,
+                           recvCounts_.data(), recvDispls_.data(), *type, comm_,
+                           &request),
+            "all_to_all"));
   return wait({&request, 1}, "all_to_all");
 }
 
@@ -400,15 +403,15 @@ StatusOr<MPI_Comm> MpiCommunicator::groupComm(std::span<const int32_t> ranks) {
     if (ranks[i] == rank_)
       continue;
     MPI_Request request;
-    FLEXMOE_RETURN_IF_ERROR(check(MPI_Irecv(&handshake_[2 * i], 1, MPI_INT,
-                                            ranks[i], kHandshakeTag, control_,
-                                            &request),
-                                  name.c_str()));
+    FLEXMOE_RETURN_IF_ERROR(
+        check(MPI_Irecv(&handshake_[2 * i], 1, MPI_INT, ranks[i], kHandshakeTag,
+                        control_, &request),
+              name.c_str()));
     requests.push_back(request);
-    FLEXMOE_RETURN_IF_ERROR(check(MPI_Isend(&handshake_[2 * i + 1], 1, MPI_INT,
-                                            ranks[i], kHandshakeTag, control_,
-                                            &request),
-                                  name.c_str()));
+    FLEXMOE_RETURN_IF_ERROR(
+        check(MPI_Isend(&handshake_[2 * i + 1], 1, MPI_INT, ranks[i],
+                        kHandshakeTag, control_, &request),
+              name.c_str()));
     requests.push_back(request);
   }
   FLEXMOE_RETURN_IF_ERROR(wait(requests, name.c_str()));
@@ -456,8 +459,7 @@ Status MpiCommunicator::groupSum(float *data, int64_t count,
       [this](std::span<MPI_Request> r, const char *w) { return wait(r, w); });
 }
 
-Status MpiCommunicator::broadcast(std::byte *data, size_t bytes,
-                                  int64_t root) {
+Status MpiCommunicator::broadcast(std::byte *data, size_t bytes, int64_t root) {
   FLEXMOE_RETURN_IF_ERROR(usable());
   if (root < 0 || root >= size_)
     return errorf("rank ", rank_, ": broadcast from rank ", root,
@@ -467,10 +469,10 @@ Status MpiCommunicator::broadcast(std::byte *data, size_t bytes,
     int chunk = static_cast<int>(
         std::min<size_t>(static_cast<size_t>(kMaxChunk), bytes - begin));
     MPI_Request request;
-    FLEXMOE_RETURN_IF_ERROR(check(MPI_Ibcast(data + begin, chunk, MPI_BYTE,
-                                             static_cast<int>(root), comm_,
-                                             &request),
-                                  "broadcast"));
+    FLEXMOE_RETURN_IF_ERROR(
+        check(MPI_Ibcast(data + begin, chunk, MPI_BYTE, static_cast<int>(root),
+                         comm_, &request),
+              "broadcast"));
     requests.push_back(request);
   }
   return wait(requests, "broadcast");
@@ -484,18 +486,17 @@ Status MpiCommunicator::send(const std::byte *data, size_t bytes, int64_t dst,
                   size_, dst == rank_ ? " (itself)" : "");
   // 32767 is the least tag bound MPI guarantees.
   if (tag < 0 || tag > 32767)
-    return errorf("rank ", rank_, ": send tag ", tag,
-                  " outside [0, 32767]");
+    return errorf("rank ", rank_, ": send tag ", tag, " outside [0, 32767]");
   std::string name = "send to rank " + std::to_string(dst);
   std::vector<MPI_Request> requests;
   for (size_t begin = 0; begin < bytes || begin == 0; begin += kMaxChunk) {
     int chunk = static_cast<int>(
         std::min<size_t>(static_cast<size_t>(kMaxChunk), bytes - begin));
     MPI_Request request;
-    FLEXMOE_RETURN_IF_ERROR(check(MPI_Isend(data + begin, chunk, MPI_BYTE,
-                                            static_cast<int>(dst), tag, comm_,
-                                            &request),
-                                  name.c_str()));
+    FLEXMOE_RETURN_IF_ERROR(
+        check(MPI_Isend(data + begin, chunk, MPI_BYTE, static_cast<int>(dst),
+                        tag, comm_, &request),
+              name.c_str()));
     requests.push_back(request);
     if (bytes == 0)
       break;
@@ -510,8 +511,7 @@ Status MpiCommunicator::recv(std::byte *data, size_t bytes, int64_t src,
     return errorf("rank ", rank_, ": recv from rank ", src, " at world size ",
                   size_, src == rank_ ? " (itself)" : "");
   if (tag < 0 || tag > 32767)
-    return errorf("rank ", rank_, ": recv tag ", tag,
-                  " outside [0, 32767]");
+    return errorf("rank ", rank_, ": recv tag ", tag, " outside [0, 32767]");
   std::string name = "recv from rank " + std::to_string(src);
   std::vector<MPI_Request> requests;
   std::vector<int> expected;
@@ -519,10 +519,10 @@ Status MpiCommunicator::recv(std::byte *data, size_t bytes, int64_t src,
     int chunk = static_cast<int>(
         std::min<size_t>(static_cast<size_t>(kMaxChunk), bytes - begin));
     MPI_Request request;
-    FLEXMOE_RETURN_IF_ERROR(check(MPI_Irecv(data + begin, chunk, MPI_BYTE,
-                                            static_cast<int>(src), tag, comm_,
-                                            &request),
-                                  name.c_str()));
+    FLEXMOE_RETURN_IF_ERROR(
+        check(MPI_Irecv(data + begin, chunk, MPI_BYTE, static_cast<int>(src),
+                        tag, comm_, &request),
+              name.c_str()));
     requests.push_back(request);
     expected.push_back(chunk);
     if (bytes == 0)

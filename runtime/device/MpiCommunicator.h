@@ -46,15 +46,19 @@ public:
   /// The thread level MPI provides (MPI_THREAD_FUNNELED or better).
   int threadLevel() const { return threadLevel_; }
 
-  /// Whether a launcher (mpirun/mpiexec, srun, hydra) started this process:
-  /// without one MPI runs a singleton world of one rank.
-  static bool underLauncher();
+  /// Whether a launcher (mpirun/mpiexec, srun, hydra) started this process,
+  /// as its environment said before MPI_Init (a singleton MPI_Init sets the
+  /// same variables): without one MPI runs a world of one rank.
+  bool underLauncher() const { return underLauncher_; }
 
 private:
-  MpiEnvironment(bool owned, int threadLevel)
-      : owned_(owned), threadLevel_(threadLevel) {}
+  MpiEnvironment(bool owned, int threadLevel, bool underLauncher)
+      : owned_(owned), threadLevel_(threadLevel),
+        underLauncher_(underLauncher) {}
+  static bool launcherInEnvironment();
   bool owned_;
   int threadLevel_;
+  bool underLauncher_;
 };
 
 struct MpiCommunicatorOptions {

@@ -1,0 +1,503 @@
+//===- flexmoe-comm-test.cpp - the MPI communicator under mpirun (tests) --===//
+//
+// A test driver run under mpirun (any world size). By default it runs every
+// collective of MpiCommunicator with known values, checks the results on
+// every rank and prints "rank R: all collectives correct". Modes:
+//
+//   --die-rank R    rank R exits(3) before a collective; the others must end
+//                   with a clear message in bounded time
+//   --hang-rank R   rank R sleeps forever instead of joining; the others time
+//                   out (FLEXMOE_COMM_TIMEOUT) and abort the job
+//   --executor W.fmoe --reference W1.fmoe [--steps N]
+//                   trains the world-size-P program W for N steps, each rank
+//                   on its share of one global batch, and checks every loss
+//                   against the world-size-1 program W1 on the whole batch
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/backends/cpu/CpuDevice.h"
+#include "runtime/device/MpiCommunicator.h"
+#include "runtime/executor/Executor.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace flexmoe;
+using device::MpiCommunicator;
+using device::ReduceOp;
+
+namespace {
+
+/// Collects the mismatches one rank finds.
+class Checker {
+public:
+  explicit Checker(int64_t rank) : rank_(rank) {}
+  template <typename... Parts> void fail(const Parts &...parts) {
+    std::ostringstream os;
+    os << "rank " << rank_ << ": ";
+    (os << ... << parts);
+    std::fprintf(stderr, "flexmoe-comm-test: %s\n", os.str().c_str());
+    ++failures_;
+  }
+  /// A Status that must be ok; an error here poisons the communicator, so
+  /// the run cannot go on.
+  void ok(const Status &status, MpiCommunicator &comm) {
+    if (status.isOk())
+      return;
+    std::fprintf(stderr, "flexmoe-comm-test: %s\n", status.message().c_str());
+    comm.abort(2);
+  }
+  int failures() const { return failures_; }
+
+private:
+  int64_t rank_;
+  int failures_ = 0;
+};
+
+void testAllGather(MpiCommunicator &comm, Checker &check) {
+  int64_t p = comm.worldSize(), r = comm.rank();
+  std::vector<int64_t> local = {r * 10, r * 10 + 1, r * 10 + 2};
+  std::vector<int64_t> all(3 * p, -1);
+  check.ok(comm.allGather(local, all), comm);
+  for (int64_t q = 0; q < p; ++q)
+    for (int64_t i = 0; i < 3; ++i)
+      if (all[q * 3 + i] != q * 10 + i)
+        check.fail("all_gather: slot ", q * 3 + i, " is ", all[q * 3 + i],
+                   ", expected ", q * 10 + i);
+  // Nothing from anyone.
+  std::vector<int64_t> none;
+  check.ok(comm.allGather(none, none), comm);
+  // A wrong table size is the caller's error, caught before any MPI call.
+  std::vector<int64_t> small(1);
+  Status wrong = comm.allGather(local, small);
+  if (wrong.isOk() ||
+      wrong.message().find("slots for 3 values") == std::string::npos)
+    check.fail("all_gather with too few slots did not fail clearly");
+}
+
+/// Rows of 5 bytes (an odd size, to exercise the row datatype); rank r sends
+/// (r + 2q) % 3 rows to rank q, so some pairs send nothing. Offsets leave a
+/// gap row before each block and the receive side stores blocks in reverse
+/// rank order, so offsets matter.
+void testAllToAllV(MpiCommunicator &comm, Checker &check) {
+  int64_t p = comm.worldSize(), r = comm.rank();
+  constexpr size_t rowBytes = 5;
+  auto rows = [](int64_t from, int64_t to) { return (from + 2 * to) % 3; };
+  auto byteOf = [](int64_t from, int64_t to, int64_t row, size_t b) {
+    return static_cast<std::byte>((from * 31 + to * 7 + row * 3 + b) & 0xff);
+  };
+  std::vector<int64_t> sendCounts(p), sendOffsets(p), recvCounts(p),
+      recvOffsets(p);
+  int64_t at = 0;
+  for (int64_t q = 0; q < p; ++q) {
+    sendCounts[q] = rows(r, q);
+    sendOffsets[q] = at + 1;
+    at += sendCounts[q] + 1;
+  }
+  std::vector<std::byte> send(at * rowBytes, std::byte{0xee});
+  for (int64_t q = 0; q < p; ++q)
+    for (int64_t j = 0; j < sendCounts[q]; ++j)
+      for (size_t b = 0; b < rowBytes; ++b)
+        send[(sendOffsets[q] + j) * rowBytes + b] = byteOf(r, q, j, b);
+  int64_t total = 0;
+  for (int64_t q = p - 1; q >= 0; --q) {
+    recvCounts[q] = rows(q, r);
+    recvOffsets[q] = total;
+    total += recvCounts[q];
+  }
+  std::vector<std::byte> recv(total * rowBytes, std::byte{0});
+  check.ok(comm.allToAllV(send.data(), sendCounts, sendOffsets, recv.data(),
+                          recvCounts, recvOffsets, rowBytes),
+           comm);
+  for (int64_t q = 0; q < p; ++q)
+    for (int64_t j = 0; j < recvCounts[q]; ++j)
+      for (size_t b = 0; b < rowBytes; ++b)
+        if (recv[(recvOffsets[q] + j) * rowBytes + b] != byteOf(q, r, j, b)) {
+          check.fail("all_to_all: row ", j, " from rank ", q, " byte ", b,
+                     " is wrong");
+          return;
+        }
+
+  // Zero rows everywhere, with no buffers at all.
+  std::vector<int64_t> zeros(p, 0);
+  check.ok(comm.allToAllV(nullptr, zeros, zeros, nullptr, zeros, zeros, 64),
+           comm);
+
+  // A wide row (4 KiB, so the blocks go by rendezvous, not eagerly), one
+  // row to every rank.
+  constexpr size_t wide = 4096;
+  std::vector<int64_t> ones(p, 1), iota(p);
+  for (int64_t q = 0; q < p; ++q)
+    iota[q] = q;
+  std::vector<std::byte> wideSend(p * wide), wideRecv(p * wide);
+  for (int64_t q = 0; q < p; ++q)
+    for (size_t b = 0; b < wide; ++b)
+      wideSend[q * wide + b] = byteOf(r, q, 0, b);
+  check.ok(comm.allToAllV(wideSend.data(), ones, iota, wideRecv.data(), ones,
+                          iota, wide),
+           comm);
+  for (int64_t q = 0; q < p; ++q)
+    for (size_t b = 0; b < wide; ++b)
+      if (wideRecv[q * wide + b] != byteOf(q, r, 0, b)) {
+        check.fail("all_to_all: the wide row from rank ", q, " byte ", b,
+                   " is wrong");
+        return;
+      }
+}
+
+void testAllReduce(MpiCommunicator &comm, Checker &check) {
+  int64_t p = comm.worldSize(), r = comm.rank();
+  // Integers and halves: every sum is exact in float.
+  constexpr int64_t n = 1000;
+  for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Mean}) {
+    std::vector<float> data(n);
+    for (int64_t i = 0; i < n; ++i)
+      data[i] = static_cast<float>(r) + 0.5f * i;
+    check.ok(comm.allReduce(data.data(), n, op), comm);
+    for (int64_t i = 0; i < n; ++i) {
+      double sum = p * (p - 1) / 2.0 + p * 0.5 * i;
+      double expected = op == ReduceOp::Sum ? sum : sum / p;
+      if (std::abs(data[i] - expected) > 1e-6 * std::max(1.0, expected)) {
+        check.fail("all_reduce (", op == ReduceOp::Sum ? "sum" : "mean",
+                   "): element ", i, " is ", data[i], ", expected ", expected);
+        break;
+      }
+    }
+  }
+  check.ok(comm.allReduce(nullptr, 0, ReduceOp::Sum), comm);
+
+  for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Mean}) {
+    std::vector<double> host = {static_cast<double>(r),
+                                static_cast<double>(r * r)};
+    check.ok(comm.allReduceHost(host, op), comm);
+    double sum = p * (p - 1) / 2.0, squares = (p - 1) * p * (2 * p - 1) / 6.0;
+    if (op == ReduceOp::Mean) {
+      sum /= p;
+      squares /= p;
+    }
+    if (std::abs(host[0] - sum) > 1e-12 || std::abs(host[1] - squares) > 1e-12)
+      check.fail("all_reduce_host (", op == ReduceOp::Sum ? "sum" : "mean",
+                 "): got ", host[0], ", ", host[1], ", expected ", sum, ", ",
+                 squares);
+  }
+}
+
+/// Replica groups: subsets of every size, each called by its members alone,
+/// in the same order on every rank (as the executor does), the first one
+/// twice so the second call takes the cached sub-communicator.
+void testGroupSum(MpiCommunicator &comm, Checker &check) {
+  int64_t p = comm.worldSize(), r = comm.rank();
+  std::vector<std::vector<int32_t>> groups;
+  if (p >= 4)
+    groups.push_back({1, 3});
+  if (p >= 2)
+    groups.push_back({0, 1});
+  if (p >= 3)
+    groups.push_back({0, 2});
+  if (p >= 4)
+    groups.push_back({0, 2, 3});
+  if (p >= 4)
+    groups.push_back({1, 3});
+  std::vector<int32_t> everyone;
+  for (int32_t q = 0; q < p; ++q)
+    everyone.push_back(q);
+  groups.push_back(everyone);
+  groups.push_back({static_cast<int32_t>(r)});
+
+  constexpr int64_t n = 257;
+  for (const std::vector<int32_t> &group : groups) {
+    if (!std::binary_search(group.begin(), group.end(), r))
+      continue;
+    std::vector<float> data(n);
+    for (int64_t i = 0; i < n; ++i)
+      data[i] = static_cast<float>((r + 1) * (i + 1));
+    check.ok(comm.groupSum(data.data(), n, group), comm);
+    double members = 0;
+    for (int32_t m : group)
+      members += m + 1;
+    for (int64_t i = 0; i < n; ++i)
+      if (data[i] != static_cast<float>(members * (i + 1))) {
+        std::string name;
+        for (int32_t m : group)
+          name += (name.empty() ? "{" : ",") + std::to_string(m);
+        check.fail("group_sum over ", name, "}: element ", i, " is ", data[i],
+                   ", expected ", members * (i + 1));
+        break;
+      }
+  }
+  // A group without this rank is the caller's error.
+  std::vector<int32_t> others;
+  for (int32_t q = 0; q < p; ++q)
+    if (q != r)
+      others.push_back(q);
+  float x = 0;
+  Status wrong = comm.groupSum(&x, 1, others);
+  if (wrong.isOk())
+    check.fail("group_sum over a group without this rank did not fail");
+}
+
+void testBroadcast(MpiCommunicator &comm, Checker &check) {
+  int64_t p = comm.worldSize(), r = comm.rank();
+  constexpr size_t n = 37;
+  for (int64_t root = 0; root < p; ++root) {
+    std::vector<std::byte> data(n, std::byte{0});
+    if (r == root)
+      for (size_t i = 0; i < n; ++i)
+        data[i] = static_cast<std::byte>((root * 13 + i) & 0xff);
+    check.ok(comm.broadcast(data.data(), n, root), comm);
+    for (size_t i = 0; i < n; ++i)
+      if (data[i] != static_cast<std::byte>((root * 13 + i) & 0xff)) {
+        check.fail("broadcast from rank ", root, ": byte ", i, " is wrong");
+        break;
+      }
+  }
+  std::byte b{};
+  if (comm.broadcast(&b, 1, p).isOk())
+    check.fail("a broadcast from rank ", p, " did not fail");
+}
+
+/// A ring: each rank sends 64 KiB (past the eager limit) to the next and
+/// receives from the previous; even ranks send first, odd ranks receive
+/// first, so a blocking pairing cannot deadlock.
+void testRing(MpiCommunicator &comm, Checker &check) {
+  int64_t p = comm.worldSize(), r = comm.rank();
+  if (p < 2) {
+    std::byte b{};
+    if (comm.send(&b, 1, 0, 0).isOk())
+      check.fail("a send to itself did not fail");
+    return;
+  }
+  constexpr size_t n = 64 * 1024;
+  int64_t next = (r + 1) % p, prev = (r + p - 1) % p;
+  std::vector<std::byte> out(n), in(n, std::byte{0});
+  for (size_t i = 0; i < n; ++i)
+    out[i] = static_cast<std::byte>((r * 17 + i) & 0xff);
+  constexpr int tag = 7;
+  if (r % 2 == 0) {
+    check.ok(comm.send(out.data(), n, next, tag), comm);
+    check.ok(comm.recv(in.data(), n, prev, tag), comm);
+  } else {
+    check.ok(comm.recv(in.data(), n, prev, tag), comm);
+    check.ok(comm.send(out.data(), n, next, tag), comm);
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (in[i] != static_cast<std::byte>((prev * 17 + i) & 0xff)) {
+      check.fail("ring: byte ", i, " from rank ", prev, " is wrong");
+      break;
+    }
+}
+
+int64_t elementsOf(const fb::Program &program, fb::BufferKind kind) {
+  for (const fb::Buffer *buffer : *program.buffers()) {
+    if (buffer->alias_of() >= 0 || buffer->kind() != kind)
+      continue;
+    int64_t n = 1;
+    for (int64_t d : *buffer->shape())
+      n *= d;
+    return n;
+  }
+  return 0;
+}
+
+int64_t findVocab(const fb::Program &program) {
+  for (const fb::Instruction *instruction : *program.instructions())
+    if (instruction->opcode() == fb::OpCode::Embedding)
+      return program.buffers()
+          ->Get(instruction->inputs()->Get(1))
+          ->shape()
+          ->Get(0);
+  return 0;
+}
+
+/// Trains `path` (world size P) over MPI, each rank on its share of one
+/// global batch, against `referencePath` (world size 1) on the whole batch.
+/// The per-rank losses are means over equal label counts, so their mean
+/// (step()'s loss) is the whole batch's loss.
+int runExecutor(MpiCommunicator &comm, const std::string &path,
+                const std::string &referencePath, int64_t steps) {
+  int64_t p = comm.worldSize(), r = comm.rank();
+  auto fatal = [&](const std::string &message) {
+    std::fprintf(stderr, "flexmoe-comm-test: rank %lld: %s\n",
+                 static_cast<long long>(r), message.c_str());
+    comm.abort(1);
+  };
+  StatusOr<program::LoadedProgram> loaded = program::loadProgram(path);
+  if (!loaded)
+    fatal(loaded.status().message());
+  StatusOr<program::LoadedProgram> reference =
+      program::loadProgram(referencePath);
+  if (!reference)
+    fatal(reference.status().message());
+  const fb::Program &prog = loaded->program();
+  const fb::Program &ref = reference->program();
+  int64_t tokens = elementsOf(prog, fb::BufferKind::InputTokens);
+  int64_t labels = elementsOf(prog, fb::BufferKind::InputLabels);
+  int64_t refTokens = elementsOf(ref, fb::BufferKind::InputTokens);
+  int64_t refLabels = elementsOf(ref, fb::BufferKind::InputLabels);
+  if (refTokens != p * tokens || refLabels != p * labels)
+    fatal("the reference takes " + std::to_string(refTokens) + " tokens, not " +
+          std::to_string(p) + " x " + std::to_string(tokens) +
+          ": compile both with the same --batch");
+  int64_t vocab = findVocab(ref);
+  if (vocab <= 0)
+    fatal("the reference has no embedding to take the vocabulary from");
+
+  std::mt19937_64 rng(12345);
+  std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(vocab - 1));
+  std::vector<int32_t> allTokens(refTokens), allLabels(refLabels);
+  for (int32_t &t : allTokens)
+    t = id(rng);
+  for (int32_t &l : allLabels)
+    l = id(rng);
+
+  cpu::CpuDevice device, refDevice;
+  device::SingleProcessCommunicator single;
+  StatusOr<std::unique_ptr<executor::Executor>> created =
+      executor::Executor::create(*loaded, device, comm);
+  if (!created)
+    fatal(created.status().message());
+  StatusOr<std::unique_ptr<executor::Executor>> refCreated =
+      executor::Executor::create(*reference, refDevice, single);
+  if (!refCreated)
+    fatal(refCreated.status().message());
+  std::span<const int32_t> myTokens(allTokens.data() + r * tokens, tokens);
+  std::span<const int32_t> myLabels(allLabels.data() + r * labels, labels);
+  if (Status s = (*created)->setInputs(myTokens, myLabels); !s.isOk())
+    fatal(s.message());
+  if (Status s = (*refCreated)->setInputs(allTokens, allLabels); !s.isOk())
+    fatal(s.message());
+
+  int mismatches = 0;
+  for (int64_t s = 1; s <= steps; ++s) {
+    StatusOr<float> loss = (*created)->step();
+    if (!loss)
+      fatal("step " + std::to_string(s) + ": " + loss.status().message());
+    StatusOr<float> want = (*refCreated)->step();
+    if (!want)
+      fatal("reference step " + std::to_string(s) + ": " +
+            want.status().message());
+    double rel = std::abs(double(*loss) - *want) /
+                 std::max(1e-30, std::abs(double(*want)));
+    if (r == 0)
+      std::printf("step %lld loss %.6f reference %.6f\n",
+                  static_cast<long long>(s), *loss, *want);
+    if (!(rel <= 1e-5)) {
+      std::fprintf(stderr,
+                   "flexmoe-comm-test: rank %lld: step %lld: loss %.8f over "
+                   "MPI, %.8f on one process (relative difference %.3g)\n",
+                   static_cast<long long>(r), static_cast<long long>(s), *loss,
+                   *want, rel);
+      ++mismatches;
+    }
+  }
+  if (mismatches)
+    return 1;
+  std::printf("rank %lld: %lld steps over MPI match the single-process "
+              "run\n",
+              static_cast<long long>(r), static_cast<long long>(steps));
+  return 0;
+}
+
+int usage(const std::string &problem) {
+  std::fprintf(stderr,
+               "flexmoe-comm-test: %s\nusage: flexmoe-comm-test [--die-rank "
+               "R | --hang-rank R | --executor W.fmoe --reference W1.fmoe "
+               "[--steps N]]\n",
+               problem.c_str());
+  return 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  StatusOr<std::unique_ptr<device::MpiEnvironment>> env =
+      device::MpiEnvironment::init(&argc, &argv);
+  if (!env) {
+    std::fprintf(stderr, "flexmoe-comm-test: %s\n",
+                 env.status().message().c_str());
+    return 1;
+  }
+  int64_t dieRank = -1, hangRank = -1, steps = 3;
+  std::string program, reference;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> const char * {
+      return i + 1 < argc ? argv[++i] : nullptr;
+    };
+    const char *v = nullptr;
+    if ((arg == "--die-rank" || arg == "--hang-rank" || arg == "--steps" ||
+         arg == "--executor" || arg == "--reference") &&
+        !(v = value()))
+      return usage(arg + " needs a value");
+    if (arg == "--die-rank")
+      dieRank = std::atoll(v);
+    else if (arg == "--hang-rank")
+      hangRank = std::atoll(v);
+    else if (arg == "--steps")
+      steps = std::atoll(v);
+    else if (arg == "--executor")
+      program = v;
+    else if (arg == "--reference")
+      reference = v;
+    else
+      return usage("unknown option '" + arg + "'");
+  }
+  if (program.empty() != reference.empty())
+    return usage("--executor and --reference go together");
+
+  StatusOr<std::unique_ptr<MpiCommunicator>> created =
+      MpiCommunicator::create();
+  if (!created) {
+    std::fprintf(stderr, "flexmoe-comm-test: %s\n",
+                 created.status().message().c_str());
+    return 1;
+  }
+  MpiCommunicator &comm = **created;
+  int64_t r = comm.rank();
+  if (r == 0)
+    std::printf("world size %lld, launcher %s, timeout %g s\n",
+                static_cast<long long>(comm.worldSize()),
+                (*env)->underLauncher() ? "yes" : "no", comm.timeoutSeconds());
+  std::fflush(stdout);
+
+  if (!program.empty())
+    return runExecutor(comm, program, reference, steps);
+
+  if (r == dieRank) {
+    std::fprintf(stderr,
+                 "flexmoe-comm-test: rank %lld exits with status 3 before the "
+                 "all_gather (--die-rank)\n",
+                 static_cast<long long>(r));
+    std::exit(3);
+  }
+  if (r == hangRank) {
+    std::fprintf(stderr,
+                 "flexmoe-comm-test: rank %lld hangs instead of joining the "
+                 "all_gather (--hang-rank)\n",
+                 static_cast<long long>(r));
+    while (true)
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+
+  Checker check(r);
+  testAllGather(comm, check);
+  testAllToAllV(comm, check);
+  testAllReduce(comm, check);
+  testGroupSum(comm, check);
+  testBroadcast(comm, check);
+  testRing(comm, check);
+  check.ok(comm.barrier(), comm);
+  if (check.failures())
+    return 1;
+  std::printf("rank %lld: all collectives correct\n",
+              static_cast<long long>(r));
+  return 0;
+}
