@@ -8,10 +8,11 @@
 //                   with a clear message in bounded time
 //   --hang-rank R   rank R sleeps forever instead of joining; the others time
 //                   out (FLEXMOE_COMM_TIMEOUT) and abort the job
-//   --executor W.fmoe --reference W1.fmoe [--steps N]
+//   --executor W.fmoe --reference W1.fmoe [--steps N] [--tolerance X]
 //                   trains the world-size-P program W for N steps, each rank
 //                   on its share of one global batch, and checks every loss
 //                   against the world-size-1 program W1 on the whole batch
+//                   (relative difference at most X, default 1e-5)
 //
 //===----------------------------------------------------------------------===//
 
@@ -322,7 +323,8 @@ int64_t findVocab(const fb::Program &program) {
 /// The per-rank losses are means over equal label counts, so their mean
 /// (step()'s loss) is the whole batch's loss.
 int runExecutor(MpiCommunicator &comm, const std::string &path,
-                const std::string &referencePath, int64_t steps) {
+                const std::string &referencePath, int64_t steps,
+                double tolerance) {
   int64_t p = comm.worldSize(), r = comm.rank();
   auto fatal = [&](const std::string &message) {
     std::fprintf(stderr, "flexmoe-comm-test: rank %lld: %s\n",
@@ -389,7 +391,7 @@ int runExecutor(MpiCommunicator &comm, const std::string &path,
     if (r == 0)
       std::printf("step %lld loss %.6f reference %.6f\n",
                   static_cast<long long>(s), *loss, *want);
-    if (!(rel <= 1e-5)) {
+    if (!(rel <= tolerance)) {
       std::fprintf(stderr,
                    "flexmoe-comm-test: rank %lld: step %lld: loss %.8f over "
                    "MPI, %.8f on one process (relative difference %.3g)\n",
@@ -410,7 +412,7 @@ int usage(const std::string &problem) {
   std::fprintf(stderr,
                "flexmoe-comm-test: %s\nusage: flexmoe-comm-test [--die-rank "
                "R | --hang-rank R | --executor W.fmoe --reference W1.fmoe "
-               "[--steps N]]\n",
+               "[--steps N] [--tolerance X]]\n",
                problem.c_str());
   return 1;
 }
@@ -426,6 +428,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   int64_t dieRank = -1, hangRank = -1, steps = 3;
+  double tolerance = 1e-5;
   std::string program, reference;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -434,7 +437,7 @@ int main(int argc, char **argv) {
     };
     const char *v = nullptr;
     if ((arg == "--die-rank" || arg == "--hang-rank" || arg == "--steps" ||
-         arg == "--executor" || arg == "--reference") &&
+         arg == "--executor" || arg == "--reference" || arg == "--tolerance") &&
         !(v = value()))
       return usage(arg + " needs a value");
     if (arg == "--die-rank")
@@ -443,6 +446,8 @@ int main(int argc, char **argv) {
       hangRank = std::atoll(v);
     else if (arg == "--steps")
       steps = std::atoll(v);
+    else if (arg == "--tolerance")
+      tolerance = std::atof(v);
     else if (arg == "--executor")
       program = v;
     else if (arg == "--reference")
@@ -469,7 +474,7 @@ int main(int argc, char **argv) {
   std::fflush(stdout);
 
   if (!program.empty())
-    return runExecutor(comm, program, reference, steps);
+    return runExecutor(comm, program, reference, steps, tolerance);
 
   if (r == dieRank) {
     std::fprintf(stderr,
