@@ -340,6 +340,9 @@ int runExecutor(MpiCommunicator &comm, const std::string &path,
     fatal(reference.status().message());
   const fb::Program &prog = loaded->program();
   const fb::Program &ref = reference->program();
+  if (ref.world_size() != 1)
+    fatal("the reference '" + referencePath + "' is compiled for world size " +
+          std::to_string(ref.world_size()) + "; it must be 1");
   int64_t tokens = elementsOf(prog, fb::BufferKind::InputTokens);
   int64_t labels = elementsOf(prog, fb::BufferKind::InputLabels);
   int64_t refTokens = elementsOf(ref, fb::BufferKind::InputTokens);
