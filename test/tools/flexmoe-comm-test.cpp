@@ -8,6 +8,11 @@
 //                   with a clear message in bounded time
 //   --hang-rank R   rank R sleeps forever instead of joining; the others time
 //                   out (FLEXMOE_COMM_TIMEOUT) and abort the job
+//   --mismatched-recv
+//                   rank 1 receives 16 bytes where rank 0 sends 8, then 8
+//                   where it sends 16: a short message and an MPI error
+//                   (truncation), each a clear Status; the second poisons the
+//                   communicator, so a following barrier fails at once
 //   --executor W.fmoe --reference W1.fmoe [--steps N] [--tolerance X]
 //                   trains the world-size-P program W for N steps, each rank
 //                   on its share of one global batch, and checks every loss
@@ -411,10 +416,41 @@ int runExecutor(MpiCommunicator &comm, const std::string &path,
   return 0;
 }
 
+int runMismatchedRecv(MpiCommunicator &comm) {
+  if (comm.worldSize() < 2) {
+    std::fprintf(stderr, "flexmoe-comm-test: --mismatched-recv needs two "
+                         "ranks\n");
+    return 1;
+  }
+  std::vector<std::byte> buffer(16, std::byte{1});
+  auto report = [&](const Status &status) {
+    if (status.isOk())
+      std::printf("rank %lld: ok\n", static_cast<long long>(comm.rank()));
+    else
+      std::printf("%s\n", status.message().c_str());
+  };
+  if (comm.rank() == 0) {
+    report(comm.send(buffer.data(), 8, 1, 5));
+    report(comm.send(buffer.data(), 16, 1, 5));
+    // Rank 1 ends the job from here.
+    report(comm.barrier());
+  } else if (comm.rank() == 1) {
+    report(comm.recv(buffer.data(), 16, 0, 5));
+    report(comm.recv(buffer.data(), 8, 0, 5));
+    report(comm.barrier());
+    std::fflush(stdout);
+    comm.abort(4);
+  } else {
+    report(comm.barrier());
+  }
+  return 1;
+}
+
 int usage(const std::string &problem) {
   std::fprintf(stderr,
                "flexmoe-comm-test: %s\nusage: flexmoe-comm-test [--die-rank "
-               "R | --hang-rank R | --executor W.fmoe --reference W1.fmoe "
+               "R | --hang-rank R | --mismatched-recv | --executor W.fmoe "
+               "--reference W1.fmoe "
                "[--steps N] [--tolerance X]]\n",
                problem.c_str());
   return 1;
@@ -432,6 +468,7 @@ int main(int argc, char **argv) {
   }
   int64_t dieRank = -1, hangRank = -1, steps = 3;
   double tolerance = 1e-5;
+  bool mismatchedRecv = false;
   std::string program, reference;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -449,6 +486,8 @@ int main(int argc, char **argv) {
       hangRank = std::atoll(v);
     else if (arg == "--steps")
       steps = std::atoll(v);
+    else if (arg == "--mismatched-recv")
+      mismatchedRecv = true;
     else if (arg == "--tolerance")
       tolerance = std::atof(v);
     else if (arg == "--executor")
@@ -460,6 +499,8 @@ int main(int argc, char **argv) {
   }
   if (program.empty() != reference.empty())
     return usage("--executor and --reference go together");
+  if (steps < 1)
+    return usage("--steps must be at least 1");
 
   StatusOr<std::unique_ptr<MpiCommunicator>> created =
       MpiCommunicator::create();
@@ -494,6 +535,9 @@ int main(int argc, char **argv) {
     while (true)
       std::this_thread::sleep_for(std::chrono::seconds(1));
   }
+
+  if (mismatchedRecv)
+    return runMismatchedRecv(comm);
 
   Checker check(r);
   testAllGather(comm, check);
