@@ -3,6 +3,7 @@
 #include "runtime/device/MpiCommunicator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -23,6 +24,10 @@ constexpr int64_t kMaxChunk = int64_t(1) << 30;
 /// Tags on the control communicator and of MPI_Comm_create_group.
 constexpr int kHandshakeTag = 1;
 constexpr int kGroupTag = 2;
+
+/// Set once any communicator of this process fails: MPI_Finalize is no
+/// longer safe (it waits for ranks that may be gone).
+std::atomic<bool> anyFailure{false};
 
 std::string mpiErrorString(int code) {
   char text[MPI_MAX_ERROR_STRING];
@@ -132,8 +137,19 @@ StatusOr<std::unique_ptr<MpiEnvironment>> MpiEnvironment::init(int *argc,
 }
 
 MpiEnvironment::~MpiEnvironment() {
-  if (owned_ && mpiUsable())
-    MPI_Finalize();
+  if (!owned_ || !mpiUsable())
+    return;
+  if (anyFailure)
+    abort(1);
+  MPI_Finalize();
+}
+
+void MpiEnvironment::abort(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (mpiUsable())
+    MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
 }
 
 bool MpiEnvironment::launcherInEnvironment() {
@@ -181,6 +197,8 @@ MpiCommunicator::create(MPI_Comm comm, MpiCommunicatorOptions options) {
     return errorf("rank ", rank,
                   ": communicator set-up: ", mpiErrorString(code));
   code = pollUntil(requests, deadlineAfter(timeout), nullptr);
+  if (code != MPI_SUCCESS)
+    anyFailure = true;
   if (code == -1)
     return errorf("rank ", rank,
                   ": communicator set-up did not complete "
@@ -208,13 +226,7 @@ MpiCommunicator::~MpiCommunicator() {
   MPI_Comm_free(&comm_);
 }
 
-void MpiCommunicator::abort(int code) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  if (mpiUsable())
-    MPI_Abort(MPI_COMM_WORLD, code);
-  std::_Exit(code);
-}
+void MpiCommunicator::abort(int code) { MpiEnvironment::abort(code); }
 
 Status MpiCommunicator::usable() const {
   if (failure_)
@@ -231,6 +243,7 @@ Status MpiCommunicator::check(int code, const char *what) {
   Status status =
       errorf("rank ", rank_, ": ", what, ": ", mpiErrorString(code));
   failure_ = status;
+  anyFailure = true;
   return status;
 }
 
@@ -242,6 +255,7 @@ Status MpiCommunicator::wait(std::span<MPI_Request> requests, const char *what,
         "rank ", rank_, ": ", what, " did not complete within ",
         formatSeconds(timeoutSeconds_), " s (another rank may have failed)");
     failure_ = status;
+    anyFailure = true;
     return status;
   }
   return check(code, what);

@@ -39,12 +39,20 @@ public:
   /// already finalised or cannot give that thread level.
   static StatusOr<std::unique_ptr<MpiEnvironment>> init(int *argc,
                                                         char ***argv);
+  /// MPI_Finalize, unless a communicator failed: finalising waits for
+  /// every rank, and a failed one may never come, so then it aborts the job
+  /// (exit code 1) instead.
   ~MpiEnvironment();
   MpiEnvironment(const MpiEnvironment &) = delete;
   MpiEnvironment &operator=(const MpiEnvironment &) = delete;
 
   /// The thread level MPI provides (MPI_THREAD_FUNNELED or better).
   int threadLevel() const { return threadLevel_; }
+
+  /// Ends the whole job (MPI_Abort on MPI_COMM_WORLD): the launcher kills
+  /// every rank, including one that hangs. For errors before or without a
+  /// communicator; MpiCommunicator::abort is the same.
+  [[noreturn]] static void abort(int code);
 
   /// Whether a launcher (mpirun/mpiexec, srun, hydra) started this process,
   /// as its environment said before MPI_Init (a singleton MPI_Init sets the

@@ -507,7 +507,8 @@ int main(int argc, char **argv) {
   if (!created) {
     std::fprintf(stderr, "flexmoe-comm-test: %s\n",
                  created.status().message().c_str());
-    return 1;
+    // A set-up that timed out leaves MPI_Finalize unsafe: end the job.
+    device::MpiEnvironment::abort(1);
   }
   MpiCommunicator &comm = **created;
   int64_t r = comm.rank();
