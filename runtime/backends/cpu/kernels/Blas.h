@@ -14,6 +14,9 @@ namespace flexmoe::cpu {
 
 /// C[m,n] = alpha · op(A)[m,k] · op(B)[k,n] + beta · C, all row-major with
 /// leading dimensions lda, ldb, ldc; op transposes when the flag is set.
+/// Outside a parallel region large products spread over the OpenMP threads;
+/// inside one (e.g. one task per attention head) the call runs on the calling
+/// thread. Either way the result does not depend on the thread count.
 template <typename T>
 void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha,
           const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c,

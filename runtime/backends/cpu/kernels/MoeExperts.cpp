@@ -101,17 +101,32 @@ bool groupsInParallel(const GroupLayout &layout) {
   return G > 1 && layout.totalRows < kMinRowsPerGroupForBlasThreads * G;
 }
 
+/// body(g) for every group: threads take whole groups when byGroup, else the
+/// groups go one after another outside any parallel region, so that each
+/// GEMM can spread over the threads itself (gemm runs single-threaded inside
+/// a parallel region, even an inactive one).
+template <typename F>
+void forEachGroup(int64_t numGroups, bool byGroup, F body) {
+  if (byGroup) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t g = 0; g < numGroups; ++g)
+      body(g);
+  } else {
+    for (int64_t g = 0; g < numGroups; ++g)
+      body(g);
+  }
+}
+
 /// preact[rows of g] = routed[rows of g]·w1[g] + b1[g], packed by group.
 template <typename T>
 void firstLayer(const GroupLayout &layout, const int32_t *counts,
                 const T *routed, const T *w1, const T *b1, int64_t D, int64_t H,
                 T *preact, bool byGroup) {
   const int64_t G = static_cast<int64_t>(layout.start.size());
-#pragma omp parallel for schedule(dynamic, 1) if (byGroup)
-  for (int64_t g = 0; g < G; ++g) {
+  forEachGroup(G, byGroup, [&](int64_t g) {
     const int64_t n = counts[g];
     if (n == 0)
-      continue;
+      return;
     T *a = preact + layout.hiddenStart[g] * H;
     const T *bias = b1 + g * H;
 #pragma omp parallel for schedule(static)
@@ -119,7 +134,7 @@ void firstLayer(const GroupLayout &layout, const int32_t *counts,
       std::copy(bias, bias + H, a + r * H);
     gemm<T>(false, false, n, H, D, T(1), routed + layout.start[g] * D, D,
             w1 + g * D * H, H, T(1), a, H);
-  }
+  });
 }
 
 } // namespace
@@ -149,11 +164,10 @@ Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
     if (!inGroup[r])
       std::fill(out + r * D, out + (r + 1) * D, T(0));
 
-#pragma omp parallel for schedule(dynamic, 1) if (byGroup)
-  for (int64_t g = 0; g < G; ++g) {
+  forEachGroup(G, byGroup, [&](int64_t g) {
     const int64_t n = counts[g];
     if (n == 0)
-      continue;
+      return;
     T *y = out + layout.start[g] * D;
     const T *bias = b2 + g * D;
 #pragma omp parallel for schedule(static)
@@ -162,7 +176,7 @@ Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
     gemm<T>(false, false, n, D, H, T(1),
             hidden.data() + layout.hiddenStart[g] * H, H, w2 + g * H * D, D,
             T(1), y, D);
-  }
+  });
   return Status::ok();
 }
 
@@ -211,8 +225,7 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
     if (!inGroup[r])
       std::fill(dRouted + r * D, dRouted + (r + 1) * D, T(0));
 
-#pragma omp parallel for schedule(dynamic, 1) if (byGroup)
-  for (int64_t g = 0; g < G; ++g) {
+  forEachGroup(G, byGroup, [&](int64_t g) {
     const int64_t n = counts[g];
     T *gw1 = dw1 + g * D * H, *gb1 = db1 + g * H;
     T *gw2 = dw2 + g * H * D, *gb2 = db2 + g * D;
@@ -221,7 +234,7 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
       std::fill(gb1, gb1 + H, T(0));
       std::fill(gw2, gw2 + H * D, T(0));
       std::fill(gb2, gb2 + D, T(0));
-      continue;
+      return;
     }
     const T *x = routed + layout.start[g] * D;
     const T *gy = dy + layout.start[g] * D;
@@ -242,7 +255,7 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
     gemm<T>(true, false, D, H, n, T(1), x, D, h, H, T(0), gw1, H);
     gemm<T>(false, true, n, D, H, T(1), h, H, w1 + g * D * H, H, T(0),
             dRouted + layout.start[g] * D, D);
-  }
+  });
   return Status::ok();
 }
 
