@@ -7,6 +7,7 @@
 
 #include "runtime/backends/cpu/kernels/DenseKernels.h"
 #include "runtime/backends/cpu/kernels/DenseRandom.h"
+#include "runtime/backends/cpu/kernels/FastMath.h"
 
 #include <algorithm>
 #include <cmath>
@@ -154,7 +155,7 @@ void gelu(const T *x, int64_t n, GeluApproximation approximate, T *y) {
     for (int64_t i = 0; i < n; ++i) {
       const T v = x[i];
       const T inner = T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v);
-      y[i] = T(0.5) * v * (T(1) + std::tanh(inner));
+      y[i] = T(0.5) * v * (T(1) + tanhApprox(inner));
     }
   } else {
 #pragma omp parallel for schedule(static)
@@ -172,7 +173,7 @@ void geluGrad(const T *x, const T *dy, int64_t n, GeluApproximation approximate,
     for (int64_t i = 0; i < n; ++i) {
       const T v = x[i];
       const T inner = T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v);
-      const T t = std::tanh(inner);
+      const T t = tanhApprox(inner);
       const T dInner = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v);
       dx[i] =
           dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * dInner);

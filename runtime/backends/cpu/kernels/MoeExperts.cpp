@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/backends/cpu/kernels/Blas.h"
+#include "runtime/backends/cpu/kernels/FastMath.h"
 #include "runtime/backends/cpu/kernels/MoeCommon.h"
 #include "runtime/backends/cpu/kernels/MoeKernels.h"
 
@@ -80,7 +81,7 @@ template <typename T> T activate(MoeActivation act, T a) {
   if (act == MoeActivation::Relu)
     return a > T(0) ? a : T(0);
   const T inner = T(kSqrt2OverPi) * (a + T(kGeluCubic) * a * a * a);
-  return T(0.5) * a * (T(1) + std::tanh(inner));
+  return T(0.5) * a * (T(1) + tanhApprox(inner));
 }
 
 /// d act(a) / da (relu's derivative at 0 is taken as 0).
@@ -88,9 +89,24 @@ template <typename T> T activateDerivative(MoeActivation act, T a) {
   if (act == MoeActivation::Relu)
     return a > T(0) ? T(1) : T(0);
   const T inner = T(kSqrt2OverPi) * (a + T(kGeluCubic) * a * a * a);
-  const T th = std::tanh(inner);
+  const T th = tanhApprox(inner);
   const T dInner = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * a * a);
   return T(0.5) * (T(1) + th) + T(0.5) * a * (T(1) - th * th) * dInner;
+}
+
+/// out[i] = act(in[i]); in and out may be the same. One loop per activation
+/// so that each vectorises.
+template <typename T>
+void applyActivation(MoeActivation act, const T *in, int64_t n, T *out) {
+  if (act == MoeActivation::Relu) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = activate(MoeActivation::Relu, in[i]);
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = activate(MoeActivation::Gelu, in[i]);
+  }
 }
 
 /// Below this many rows per group on average, threads take whole groups.
@@ -154,9 +170,8 @@ Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
   std::vector<T> hidden(static_cast<size_t>(layout.totalRows * H));
   const bool byGroup = groupsInParallel(layout);
   firstLayer(layout, counts, routed, w1, b1, D, H, hidden.data(), byGroup);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < layout.totalRows * H; ++i)
-    hidden[i] = activate(activation, hidden[i]);
+  applyActivation(activation, hidden.data(), layout.totalRows * H,
+                  hidden.data());
 
   const std::vector<char> inGroup = rowsInGroups(layout, counts, numRows);
 #pragma omp parallel for schedule(static)
@@ -180,16 +195,21 @@ Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
   return Status::ok();
 }
 
-/// out[c] = Σ_r rows[r][c] over n rows, in row order (deterministic),
-/// parallel over columns.
+/// out[c] = Σ_r rows[r][c] over n rows, in row order (deterministic). Threads
+/// take blocks of columns and walk the rows, so the reads stay contiguous.
 template <typename T>
 static void columnSums(const T *rows, int64_t n, int64_t width, T *out) {
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < width; ++c) {
-    T sum = 0;
-    for (int64_t r = 0; r < n; ++r)
-      sum += rows[r * width + c];
-    out[c] = sum;
+  constexpr int64_t kBlock = 64;
+  const int64_t numBlocks = (width + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (n * width >= (1 << 15))
+  for (int64_t blk = 0; blk < numBlocks; ++blk) {
+    const int64_t c0 = blk * kBlock, c1 = std::min(width, c0 + kBlock);
+    std::fill(out + c0, out + c1, T(0));
+    for (int64_t r = 0; r < n; ++r) {
+      const T *row = rows + r * width;
+      for (int64_t c = c0; c < c1; ++c)
+        out[c] += row[c];
+    }
   }
 }
 
@@ -215,9 +235,7 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
   std::vector<T> hidden(static_cast<size_t>(total * H));
   const bool byGroup = groupsInParallel(layout);
   firstLayer(layout, counts, routed, w1, b1, D, H, preact.data(), byGroup);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < total * H; ++i)
-    hidden[i] = activate(activation, preact[i]);
+  applyActivation(activation, preact.data(), total * H, hidden.data());
 
   const std::vector<char> inGroup = rowsInGroups(layout, counts, numRows);
 #pragma omp parallel for schedule(static)
@@ -247,9 +265,15 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
     // The hidden activations are no longer needed: reuse their storage for
     // dh = dy·w2ᵀ, then da = dh ⊙ act'(preact).
     gemm<T>(false, true, n, H, D, T(1), gy, D, w2 + g * H * D, D, T(0), h, H);
+    if (activation == MoeActivation::Relu) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n * H; ++i)
-      h[i] *= activateDerivative(activation, a[i]);
+      for (int64_t i = 0; i < n * H; ++i)
+        h[i] *= activateDerivative(MoeActivation::Relu, a[i]);
+    } else {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n * H; ++i)
+        h[i] *= activateDerivative(MoeActivation::Gelu, a[i]);
+    }
     columnSums(h, n, H, gb1);
     // dw1 = xᵀ·da, dx = da·w1ᵀ.
     gemm<T>(true, false, D, H, n, T(1), x, D, h, H, T(0), gw1, H);
