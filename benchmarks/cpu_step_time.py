@@ -42,11 +42,14 @@ def fail(message):
     sys.exit(1)
 
 
-def load_torch_model():
+def load_torch_model(override):
     """The exact twin if present, else the benchmark's own stand-in."""
     twin = os.path.join(ROOT, "test", "pytorch", "gpt_moe.py")
-    path = twin if os.path.exists(twin) else os.path.join(
-        ROOT, "benchmarks", "torch_gpt_moe.py")
+    path = override or (twin if os.path.exists(twin) else os.path.join(
+        ROOT, "benchmarks", "torch_gpt_moe.py"))
+    if not os.path.exists(path):
+        fail(f"no PyTorch model at {path}")
+    path = os.path.abspath(path)
     spec = importlib.util.spec_from_file_location("bench_gpt_moe", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -54,14 +57,21 @@ def load_torch_model():
 
 
 def make_torch_trainer(module, preset, seed):
-    """A callable running one training step. The twin and the stand-in may
-    name their entry points differently; accept either."""
+    """A callable running one training step on a fixed random batch."""
+    import torch
+    if hasattr(module, "config_from_preset"):
+        # test/pytorch/gpt_moe.py: config, model, optimizer and step functions.
+        cfg = module.config_from_preset(preset)
+        torch.manual_seed(seed)
+        model = module.GPTMoE(cfg)
+        opt = module.make_optimizer(model, cfg.adamw)
+        shape = (cfg.batch_size, cfg.seq_len)
+        tokens = torch.randint(0, cfg.vocab_size, shape)
+        labels = torch.randint(0, cfg.vocab_size, shape)
+        return lambda: module.train_step(model, opt, tokens, labels)
     if hasattr(module, "Trainer"):
-        trainer = module.Trainer(preset, seed=seed)
-        return trainer.step
-    if hasattr(module, "make_trainer"):
-        return module.make_trainer(preset, seed=seed)
-    fail(f"{module.__file__} has neither Trainer nor make_trainer")
+        return module.Trainer(preset, seed=seed).step
+    fail(f"{module.__file__} has neither config_from_preset nor Trainer")
 
 
 def quartiles(values):
@@ -132,6 +142,10 @@ def main():
                         help="untimed steps at the start of every round")
     parser.add_argument("--steps", type=int, default=5,
                         help="timed steps per round")
+    parser.add_argument("--torch-model", default="",
+                        help="the PyTorch model file (default: "
+                        "test/pytorch/gpt_moe.py if present, else "
+                        "benchmarks/torch_gpt_moe.py)")
     parser.add_argument("--csv", default=os.path.join(
         ROOT, "benchmarks", "results", "cpu_step_time.csv"))
     parser.add_argument("--note", default="",
@@ -151,7 +165,7 @@ def main():
 
     import torch
     torch.set_num_threads(args.threads)
-    module, torch_source = load_torch_model()
+    module, torch_source = load_torch_model(args.torch_model)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                OPENBLAS_NUM_THREADS=str(args.threads))
 
