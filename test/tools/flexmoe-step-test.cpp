@@ -107,11 +107,11 @@ int main(int argc, char **argv) {
     return fail(status.message());
 
   std::printf("program '%s': %u buffers, %u instructions, arena %llu bytes, "
-              "vocab %lld\n",
+              "vocab %lld, %d CPU threads\n",
               program.name()->c_str(), program.buffers()->size(),
               program.instructions()->size(),
               static_cast<unsigned long long>(program.arena_size()),
-              static_cast<long long>(vocab));
+              static_cast<long long>(vocab), device.numThreads());
   float first = 0, last = 0;
   for (int64_t s = 1; s <= steps; ++s) {
     auto start = std::chrono::steady_clock::now();

@@ -2,6 +2,7 @@
 
 #include "runtime/backends/cpu/CpuDevice.h"
 
+#include "runtime/backends/cpu/kernels/Blas.h"
 #include "runtime/backends/cpu/kernels/DenseKernels.h"
 #include "runtime/backends/cpu/kernels/MoeKernels.h"
 #include "runtime/program/OpInfo.h"
@@ -425,6 +426,8 @@ Status flexmoe::cpu::runCpuKernel(const KernelCall &call) {
     return std::move(status).withContext(std::string(info->irName));
   return status;
 }
+
+CpuDevice::CpuDevice() : numThreads_(configureCpuThreads()) {}
 
 StatusOr<std::unique_ptr<device::Arena>>
 CpuDevice::allocateArena(size_t bytes) {

@@ -21,6 +21,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -93,7 +94,25 @@ void gemmImpl(bool transA, bool transB, int64_t m, int64_t n, int64_t k,
   }
 }
 
+/// A positive thread count from the environment variable, or 0.
+int threadsFromEnv(const char *name) {
+  const char *value = std::getenv(name);
+  if (!value || !*value)
+    return 0;
+  char *end = nullptr;
+  const long n = std::strtol(value, &end, 10);
+  return *end == '\0' && n > 0 && n <= 4096 ? static_cast<int>(n) : 0;
+}
+
 } // namespace
+
+int configureCpuThreads() {
+  useSingleThreadedBlas();
+  if (!threadsFromEnv("OMP_NUM_THREADS"))
+    if (int n = threadsFromEnv("OPENBLAS_NUM_THREADS"))
+      omp_set_num_threads(n);
+  return omp_get_max_threads();
+}
 
 template <>
 void gemm<float>(bool transA, bool transB, int64_t m, int64_t n, int64_t k,

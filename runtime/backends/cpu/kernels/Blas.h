@@ -22,6 +22,13 @@ void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha,
           const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c,
           int64_t ldc);
 
+/// Sets the kernels' thread count and returns it: OMP_NUM_THREADS when set
+/// (OpenMP reads it itself), else OPENBLAS_NUM_THREADS when set (OpenBLAS runs
+/// single-threaded inside the OpenMP threads, so the two name one setting),
+/// else OpenMP's default, the cores this process may run on. Call it from
+/// the thread that launches the kernels.
+int configureCpuThreads();
+
 } // namespace flexmoe::cpu
 
 #endif // FLEXMOE_RUNTIME_BACKENDS_CPU_KERNELS_BLAS_H
