@@ -15,6 +15,8 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
+
 using namespace flexmoe::cpu;
 using flexmoe::test::randomVectorAs;
 
@@ -108,6 +110,54 @@ TEST(Blas, MatchesNaiveProductAndIsThreadCountIndependent) {
                     1e-5 * (1 + c.k));
     EXPECT_EQ(inside[1], inside[0]);
     EXPECT_EQ(inside[2], inside[0]);
+  }
+  omp_set_num_threads(saved);
+}
+
+TEST(Blas, BatchEqualsOneGemmPerCallWithBiasRows) {
+  // Tall (split by rows), wide (split by columns, so each block takes its
+  // columns of the bias) and small (one block) products, written side by side
+  // into one buffer to check that no block strays outside its call.
+  struct Shape {
+    int64_t m, n, k;
+  };
+  const Shape shapes[] = {{300, 40, 64}, {40, 300, 64}, {6, 5, 4}};
+  std::vector<std::vector<float>> as, bs, biases;
+  std::vector<int64_t> offsets;
+  int64_t size = 0;
+  for (const Shape &sh : shapes) {
+    as.push_back(randomVectorAs<float>(sh.m * sh.k, 10 + size));
+    bs.push_back(randomVectorAs<float>(sh.k * sh.n, 20 + size));
+    biases.push_back(randomVectorAs<float>(sh.n, 30 + size));
+    offsets.push_back(size);
+    size += sh.m * sh.n;
+  }
+  const auto init = randomVectorAs<float>(size, 7);
+
+  // Reference: fill the bias rows, then gemm with beta = 1, one by one.
+  std::vector<float> want = init;
+  for (size_t i = 0; i < 3; ++i) {
+    const Shape &sh = shapes[i];
+    float *c = want.data() + offsets[i];
+    for (int64_t r = 0; r < sh.m; ++r)
+      std::copy(biases[i].begin(), biases[i].end(), c + r * sh.n);
+    gemm<float>(false, false, sh.m, sh.n, sh.k, 1.f, as[i].data(), sh.k,
+                bs[i].data(), sh.n, 1.f, c, sh.n);
+  }
+
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    std::vector<float> got = init;
+    std::vector<GemmCall<float>> calls;
+    for (size_t i = 0; i < 3; ++i) {
+      const Shape &sh = shapes[i];
+      calls.push_back({false, false, sh.m, sh.n, sh.k, 1.f, as[i].data(), sh.k,
+                       bs[i].data(), sh.n, /*beta ignored*/ 0.5f,
+                       got.data() + offsets[i], sh.n, biases[i].data()});
+    }
+    gemmBatch<float>(calls);
+    EXPECT_EQ(got, want) << threads << " threads";
   }
   omp_set_num_threads(saved);
 }

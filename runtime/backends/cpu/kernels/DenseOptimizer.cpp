@@ -1,6 +1,7 @@
 //===- DenseOptimizer.cpp - AdamW and global-norm gradient clipping -------===//
 
 #include "runtime/backends/cpu/kernels/DenseKernels.h"
+#include "runtime/backends/cpu/kernels/Parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -32,7 +33,7 @@ Status adamw(const T *param, const T *grad, const T *m, const T *v, int64_t n,
       std::sqrt(1.0 - std::pow(config.beta2, static_cast<double>(step)));
   const double stepSize = config.lr / bc1;
   const double b1 = config.beta1, b2 = config.beta2, eps = config.epsilon;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(n))
   for (int64_t i = 0; i < n; ++i) {
     const double g = static_cast<double>(grad[i]);
     const double mi = b1 * static_cast<double>(m[i]) + (1 - b1) * g;
