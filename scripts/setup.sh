@@ -10,6 +10,9 @@ packages=(
   libgtest-dev
   libopenmpi-dev openmpi-bin libopenblas-dev
   nlohmann-json3-dev
+  # flexmoe-run's built-in corpus (the King James Bible, public domain) and
+  # the PyTorch cross-check and benchmark peer.
+  bible-kjv python3-torch python3-numpy
   # LLVM 19's CMake package links LLVMSupport against ZLIB::ZLIB.
   zlib1g-dev
 )

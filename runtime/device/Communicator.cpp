@@ -39,6 +39,10 @@ Status SingleProcessCommunicator::allReduce(float *, int64_t, ReduceOp) {
   return Status::ok();
 }
 
+Status SingleProcessCommunicator::allReduceHost(std::span<double>, ReduceOp) {
+  return Status::ok();
+}
+
 Status SingleProcessCommunicator::groupSum(float *, int64_t,
                                            std::span<const int32_t> ranks) {
   if (ranks.size() != 1 || ranks[0] != 0)

@@ -45,6 +45,9 @@ public:
   /// In place over every rank's `data`.
   virtual Status allReduce(float *data, int64_t count, ReduceOp op) = 0;
 
+  /// In place over host scalars (losses, squared norms), in double.
+  virtual Status allReduceHost(std::span<double> data, ReduceOp op) = 0;
+
   /// Sums `data` (in place) over the ranks in `ranks` (ascending, this rank
   /// among them): one replica group of moe.replica_grad_sync.
   virtual Status groupSum(float *data, int64_t count,
@@ -64,6 +67,7 @@ public:
                    std::span<const int64_t> recvOffsets,
                    size_t rowBytes) override;
   Status allReduce(float *data, int64_t count, ReduceOp op) override;
+  Status allReduceHost(std::span<double> data, ReduceOp op) override;
   Status groupSum(float *data, int64_t count,
                   std::span<const int32_t> ranks) override;
 };

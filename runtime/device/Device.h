@@ -48,6 +48,20 @@ struct KernelCall {
   /// 1-based number of the training step this launch belongs to (dropout
   /// masks and AdamW bias correction depend on it).
   int64_t step = 1;
+  /// Which shard of the step's global batch this launch works on (rank +
+  /// micro-batch · world size): mixed into dropout masks, so that no two
+  /// shards draw the same masks.
+  int64_t shard = 0;
+  /// False in evaluation: nn.dropout passes its input through.
+  bool training = true;
+  /// nn.adamw: the gradient is multiplied by gradScale before use (gradient
+  /// clipping and loss-scale removal), and lr > 0 replaces the compiled
+  /// learning rate (a schedule's value for this step).
+  float gradScale = 1.0f;
+  float lr = 0.0f;
+  /// nn.fill: its value is multiplied by fillScale (the backward pass's
+  /// seed carries the loss scale).
+  float fillScale = 1.0f;
 };
 
 /// The arena: one allocation holding every buffer of the program.

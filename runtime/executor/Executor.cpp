@@ -5,6 +5,7 @@
 #include "runtime/plan/Reorder.h"
 #include "runtime/program/OpInfo.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -75,6 +76,7 @@ Executor::create(const program::LoadedProgram &program, device::Device &device,
   std::unique_ptr<Executor> executor(
       new Executor(program, device, comm, options));
   FLEXMOE_RETURN_IF_ERROR(executor->bind());
+  FLEXMOE_RETURN_IF_ERROR(executor->analyse());
   FLEXMOE_RETURN_IF_ERROR(executor->initialize());
   return executor;
 }
@@ -170,7 +172,7 @@ Status Executor::initialize() {
         device_.copyToDevice(operand.data, host.data(), operand.numBytes()));
   }
   for (LayerState &state : layerState_)
-    state.plannedStep = 0;
+    state.plannedRun = -1;
   stepsDone_ = 0;
   return Status::ok();
 }
@@ -201,16 +203,212 @@ Status Executor::setInputs(std::span<const int32_t> tokens,
 }
 
 //===----------------------------------------------------------------------===//
+// The shape of the step
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+bool writesPersistent(const fb::Program &prog, const fb::Instruction &inst) {
+  if (!inst.outputs())
+    return false;
+  for (uint32_t id : *inst.outputs())
+    if (program::isPersistent(prog.buffers()->Get(id)->kind()))
+      return true;
+  return false;
+}
+
+} // namespace
+
+Status Executor::analyse() {
+  const fb::Program &prog = program_.program();
+  const auto *instructions = prog.instructions();
+  size_t count = instructions ? instructions->size() : 0;
+  const auto *buffers = prog.buffers();
+
+  // The forward pass ends with the last instruction writing the loss.
+  forwardEnd_ = count;
+  for (size_t i = 0; i < count; ++i) {
+    const auto *outputs = instructions->Get(i)->outputs();
+    if (outputs && prog.loss_buffer() >= 0)
+      for (uint32_t id : *outputs)
+        if (static_cast<int32_t>(id) == prog.loss_buffer())
+          forwardEnd_ = i;
+  }
+  crossEntropyBuffer_ = prog.loss_buffer();
+  seedInstruction_ = -1;
+  if (forwardEnd_ < count) {
+    for (size_t i = 0; i <= forwardEnd_; ++i) {
+      const fb::Instruction &inst = *instructions->Get(i);
+      if (inst.opcode() == fb::OpCode::CrossEntropy)
+        crossEntropyBuffer_ = inst.outputs()->Get(0);
+    }
+    // The backward pass is seeded by the first fill of a scalar after it.
+    for (size_t i = forwardEnd_ + 1; i < count && seedInstruction_ < 0; ++i) {
+      const fb::Instruction &inst = *instructions->Get(i);
+      if (inst.opcode() == fb::OpCode::Fill &&
+          operands_[inst.outputs()->Get(0)].numElements() == 1)
+        seedInstruction_ = static_cast<int64_t>(i);
+    }
+  }
+
+  // Updates: every AdamW at the end (docs/IR.md, stage 5).
+  firstUpdate_ = count;
+  for (size_t i = 0; i < count; ++i)
+    if (instructions->Get(i)->opcode() == fb::OpCode::AdamW) {
+      firstUpdate_ = i;
+      break;
+    }
+  updatesLast_ = true;
+  for (size_t i = firstUpdate_; i < count; ++i)
+    if (instructions->Get(i)->opcode() != fb::OpCode::AdamW)
+      updatesLast_ = false;
+
+  // The gradient norm's terms: dense gradients are identical on every rank
+  // after their all-reduce; an expert's gradient is counted on the lowest
+  // rank holding it, in its first slot there, and summed over the ranks.
+  normTerms_.clear();
+  int64_t rank = comm_.rank();
+  for (size_t i = firstUpdate_; i < count; ++i) {
+    const fb::Instruction &inst = *instructions->Get(i);
+    if (inst.opcode() != fb::OpCode::AdamW)
+      continue;
+    uint32_t paramId = inst.inputs()->Get(0), gradId = inst.inputs()->Get(1);
+    const fb::Buffer &param = *buffers->Get(paramId);
+    const Operand &grad = operands_[gradId];
+    if (param.moe_layer() < 0) {
+      normTerms_.push_back({gradId, 0, grad.numElements(), false});
+      continue;
+    }
+    const fb::MoeLayer &layer = *prog.moe_layers()->Get(param.moe_layer());
+    const plan::Placement &placement = program_.placements()[param.moe_layer()];
+    int64_t slots = layer.placement()->slots_per_device();
+    int64_t perSlot = slots ? grad.numElements() / slots : 0;
+    std::vector<bool> seen(layer.num_experts(), false);
+    for (int64_t s = 0; s < slots; ++s) {
+      int32_t expert = layer.slot_table()->Get(rank * slots + s);
+      if (expert < 0 || seen[expert])
+        continue;
+      seen[expert] = true;
+      const std::vector<int64_t> &holders = placement.replicas[expert];
+      if (*std::min_element(holders.begin(), holders.end()) == rank)
+        normTerms_.push_back({gradId, s * perSlot, perSlot, true});
+    }
+  }
+  return Status::ok();
+}
+
+//===----------------------------------------------------------------------===//
 // Running a step
 //===----------------------------------------------------------------------===//
 
 StatusOr<float> Executor::step() {
+  StatusOr<StepResult> result = step(StepOptions{});
+  if (!result)
+    return result.status();
+  return result->loss;
+}
+
+StatusOr<StepResult> Executor::step(const StepOptions &options) {
+  const fb::Program &prog = program_.program();
+  if (prog.loss_buffer() < 0)
+    return Status::error("the program has no loss buffer");
+  if (!(options.lossScale > 0) || !std::isfinite(options.lossScale))
+    return errorf("the loss scale must be a positive number, got ",
+                  options.lossScale);
+  if (!(options.maxGradNorm >= 0) || !std::isfinite(options.maxGradNorm))
+    return errorf("the gradient clipping norm must be >= 0, got ",
+                  options.maxGradNorm);
+  if (!updatesLast_)
+    return Status::error(
+        "the program interleaves parameter updates with other instructions; "
+        "recompile it with this flexmoe-compile (updates come last since "
+        "format 1.0 programs of this release)");
+  if (options.lossScale != 1 && seedInstruction_ < 0)
+    return Status::error(
+        "loss scaling needs the fill that seeds the backward pass, and the "
+        "program has none");
+
+  if (options.microBatches < 1)
+    return errorf("a step needs at least one micro-batch, got ",
+                  options.microBatches);
+  if (options.microBatches > 1 && !options.loadMicroBatch)
+    return Status::error("gradient accumulation needs a loadMicroBatch "
+                         "callback to set each micro-batch's inputs");
+
+  size_t count = prog.instructions() ? prog.instructions()->size() : 0;
+  RunMode mode;
+  mode.training = true;
+  mode.options = &options;
+  StepResult result;
+  double lossSum = 0;
+  // Micro-batches before the last: forward and backward, gradients summed.
+  for (int64_t micro = 0; micro < options.microBatches; ++micro) {
+    if (options.loadMicroBatch)
+      FLEXMOE_RETURN_IF_ERROR(options.loadMicroBatch(micro));
+    bool last = micro + 1 == options.microBatches;
+    mode.micro = micro;
+    mode.end = last ? count : firstUpdate_;
+    mode.accumulated = options.microBatches > 1 ? &accumulated_ : nullptr;
+    FLEXMOE_RETURN_IF_ERROR(run(mode));
+    if (!last)
+      FLEXMOE_RETURN_IF_ERROR(accumulateGradients(mode));
+    float loss = 0;
+    FLEXMOE_RETURN_IF_ERROR(device_.copyToHost(
+        &loss, operands_[prog.loss_buffer()].data, sizeof(float)));
+    lossSum += loss;
+  }
+  ++stepsDone_;
+  result.loss = static_cast<float>(lossSum / options.microBatches);
+  FLEXMOE_RETURN_IF_ERROR(averageOverRanks(result.loss));
+  result.gradNorm = mode.gradNorm;
+  result.skipped = mode.skipUpdates;
+  return result;
+}
+
+StatusOr<float> Executor::evaluate() {
+  const fb::Program &prog = program_.program();
+  if (prog.loss_buffer() < 0 || crossEntropyBuffer_ < 0)
+    return Status::error("the program has no loss buffer");
+  size_t count = prog.instructions() ? prog.instructions()->size() : 0;
+  if (forwardEnd_ >= count)
+    return Status::error("no instruction of the program writes its loss");
+  for (size_t i = 0; i <= forwardEnd_; ++i)
+    if (writesPersistent(prog, *prog.instructions()->Get(i)))
+      return errorf("instruction ", i,
+                    " of the forward pass writes a parameter or optimizer "
+                    "state; the program cannot be evaluated without "
+                    "training it");
+  RunMode mode;
+  mode.training = false;
+  mode.end = forwardEnd_ + 1;
+  FLEXMOE_RETURN_IF_ERROR(run(mode));
+  float loss = 0;
+  FLEXMOE_RETURN_IF_ERROR(device_.copyToHost(
+      &loss, operands_[crossEntropyBuffer_].data, sizeof(float)));
+  FLEXMOE_RETURN_IF_ERROR(averageOverRanks(loss));
+  return loss;
+}
+
+Status Executor::averageOverRanks(float &value) {
+  double reduced = value;
+  FLEXMOE_RETURN_IF_ERROR(
+      comm_.allReduceHost({&reduced, 1}, device::ReduceOp::Mean));
+  value = static_cast<float>(reduced);
+  return Status::ok();
+}
+
+Status Executor::run(RunMode &mode) {
   const fb::Program &prog = program_.program();
   const auto *instructions = prog.instructions();
-  size_t count = instructions ? instructions->size() : 0;
-  for (size_t i = 0; i < count; ++i) {
+  ++runsDone_;
+  for (size_t i = 0; i < mode.end; ++i) {
     const fb::Instruction &instruction = *instructions->Get(i);
-    Status status = runInstruction(static_cast<uint32_t>(i), instruction);
+    Status status = Status::ok();
+    if (mode.training && i == firstUpdate_)
+      status = prepareUpdates(mode);
+    if (status.isOk() &&
+        !(mode.skipUpdates && instruction.opcode() == fb::OpCode::AdamW))
+      status = runInstruction(instruction, mode, static_cast<int64_t>(i));
     if (!status.isOk()) {
       const program::OpInfo *info = program::lookupOpInfo(instruction.opcode());
       return std::move(status).withContext(
@@ -218,17 +416,87 @@ StatusOr<float> Executor::step() {
           std::string(info ? info->irName : "unknown opcode") + ")");
     }
   }
-  FLEXMOE_RETURN_IF_ERROR(stream_->synchronize());
-  ++stepsDone_;
-  if (prog.loss_buffer() < 0)
-    return Status::error("the program has no loss buffer");
-  float loss = 0;
-  FLEXMOE_RETURN_IF_ERROR(device_.copyToHost(
-      &loss, operands_[prog.loss_buffer()].data, sizeof(float)));
-  return loss;
+  return stream_->synchronize();
 }
 
-Status Executor::runInstruction(uint32_t, const fb::Instruction &instruction) {
+Status Executor::accumulateGradients(RunMode &mode) {
+  if (!device_.hostAccessible())
+    return errorf("device ", device_.name(),
+                  " has no gradient accumulation yet");
+  const auto *instructions = program_.program().instructions();
+  size_t numUpdates = instructions->size() - firstUpdate_;
+  if (mode.micro == 0)
+    accumulated_.assign(numUpdates, {});
+  for (size_t u = 0; u < numUpdates; ++u) {
+    const Operand &grad =
+        operands_[instructions->Get(firstUpdate_ + u)->inputs()->Get(1)];
+    std::vector<float> &sum = accumulated_[u];
+    const float *g = grad.as<float>();
+    if (mode.micro == 0)
+      sum.assign(g, g + grad.numElements());
+    else
+      for (int64_t i = 0; i < grad.numElements(); ++i)
+        sum[i] += g[i];
+  }
+  return Status::ok();
+}
+
+Status Executor::prepareUpdates(RunMode &mode) {
+  // Every gradient is final here: the updates come last.
+  FLEXMOE_RETURN_IF_ERROR(stream_->synchronize());
+  const fb::Program &prog = program_.program();
+  const auto *instructions = prog.instructions();
+  if (mode.accumulated) {
+    // The last micro-batch's gradients join the sum; the mean replaces them.
+    if (!device_.hostAccessible())
+      return errorf("device ", device_.name(),
+                    " has no gradient accumulation yet");
+    float inverse = 1.0f / static_cast<float>(mode.options->microBatches);
+    for (size_t u = 0; u < mode.accumulated->size(); ++u) {
+      const Operand &grad =
+          operands_[instructions->Get(firstUpdate_ + u)->inputs()->Get(1)];
+      float *g = grad.as<float>();
+      const std::vector<float> &sum = (*mode.accumulated)[u];
+      for (int64_t i = 0; i < grad.numElements(); ++i)
+        g[i] = (sum[i] + g[i]) * inverse;
+    }
+  }
+  if (gradientObserver_)
+    for (size_t i = firstUpdate_; i < instructions->size(); ++i) {
+      const fb::Instruction &inst = *instructions->Get(i);
+      gradientObserver_(*prog.buffers()->Get(inst.inputs()->Get(0)),
+                        operands_[inst.inputs()->Get(1)]);
+    }
+
+  if (!device_.hostAccessible())
+    return errorf("device ", device_.name(),
+                  " has no gradient-norm reduction yet");
+  // [dense, expert] sums of squares, in double and a fixed order.
+  double sums[2] = {0, 0};
+  for (const NormTerm &term : normTerms_) {
+    const float *g = operands_[term.buffer].as<float>() + term.offset;
+    double sum = 0;
+    for (int64_t j = 0; j < term.count; ++j)
+      sum += static_cast<double>(g[j]) * g[j];
+    sums[term.expert ? 1 : 0] += sum;
+  }
+  FLEXMOE_RETURN_IF_ERROR(
+      comm_.allReduceHost({&sums[1], 1}, device::ReduceOp::Sum));
+  double lossScale = mode.options->lossScale;
+  mode.gradNorm = std::sqrt(sums[0] + sums[1]) / lossScale;
+  if (!std::isfinite(mode.gradNorm)) {
+    mode.skipUpdates = true;
+    return Status::ok();
+  }
+  double clip = 1.0;
+  if (mode.options->maxGradNorm > 0)
+    clip = std::min(1.0, mode.options->maxGradNorm / (mode.gradNorm + 1e-6));
+  mode.gradScale = clip / lossScale;
+  return Status::ok();
+}
+
+Status Executor::runInstruction(const fb::Instruction &instruction,
+                                RunMode &mode, int64_t index) {
   switch (instruction.opcode()) {
   case fb::OpCode::AllToAllDispatch:
     return runAllToAll(instruction, /*dispatch=*/true);
@@ -240,12 +508,25 @@ Status Executor::runInstruction(uint32_t, const fb::Instruction &instruction) {
     return runAllReduce(instruction, /*mean=*/true);
   case fb::OpCode::AllReduceSum:
     return runAllReduce(instruction, /*mean=*/false);
+  case fb::OpCode::Dispatch:
+    // T·k token copies: what the layer routes before any capacity drop.
+    layerState_[instruction.moe_layer()].routedCopies =
+        operands_[instruction.inputs()->Get(1)].numElements();
+    break;
   default:
     break;
   }
   device::KernelCall call;
   call.instruction = &instruction;
   call.step = stepsDone_ + 1;
+  call.shard = comm_.rank() + mode.micro * comm_.worldSize();
+  call.training = mode.training;
+  if (mode.options) {
+    call.gradScale = static_cast<float>(mode.gradScale);
+    call.lr = mode.options->lr;
+    if (index == seedInstruction_)
+      call.fillScale = mode.options->lossScale;
+  }
   if (instruction.inputs())
     for (uint32_t id : *instruction.inputs())
       call.inputs.push_back(operands_[id]);
@@ -265,6 +546,74 @@ void copyIfDistinct(const Operand &in, const Operand &out) {
 
 } // namespace
 
+namespace {
+
+/// Capacity layers: moe.dispatch's rows sit at expert e·capacity; the plan
+/// works on rows packed by expert. Copies between the two layouts.
+void compactRows(const std::byte *capacityLayout,
+                 std::span<const int64_t> counts, int64_t capacity,
+                 size_t rowBytes, std::byte *packed) {
+  size_t offset = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    size_t bytes = static_cast<size_t>(counts[e]) * rowBytes;
+    std::memcpy(packed + offset, capacityLayout + e * capacity * rowBytes,
+                bytes);
+    offset += bytes;
+  }
+}
+
+void expandRows(const std::byte *packed, std::span<const int64_t> counts,
+                int64_t capacity, size_t rowBytes, std::byte *capacityLayout) {
+  std::memset(capacityLayout, 0, counts.size() * capacity * rowBytes);
+  size_t offset = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    size_t bytes = static_cast<size_t>(counts[e]) * rowBytes;
+    std::memcpy(capacityLayout + e * capacity * rowBytes, packed + offset,
+                bytes);
+    offset += bytes;
+  }
+}
+
+} // namespace
+
+Status Executor::planLayer(int32_t layerIndex, const Operand &counts) {
+  const fb::MoeLayer &layer = *program_.program().moe_layers()->Get(layerIndex);
+  LayerState &state = layerState_[layerIndex];
+  std::string_view layerName = layer.name()->string_view();
+  int64_t numExperts = layer.num_experts();
+  int64_t worldSize = comm_.worldSize();
+  if (counts.numElements() != numExperts)
+    return errorf("layer '", layerName, "': ", counts.numElements(),
+                  " counts for ", numExperts, " experts");
+  const int32_t *c = counts.as<int32_t>();
+  state.localCounts.assign(c, c + numExperts);
+  state.allCounts.assign(numExperts * worldSize, 0);
+  FLEXMOE_RETURN_IF_ERROR(comm_.allGather(state.localCounts, state.allCounts));
+  FLEXMOE_RETURN_IF_ERROR(plan::computeDispatchPlan(
+      state.placement, state.allCounts, state.plan, layerName, comm_.rank()));
+  state.plannedRun = runsDone_;
+
+  LayerStats &stats = state.stats;
+  stats.name = layerName;
+  stats.expertTokens.assign(numExperts, 0);
+  int64_t kept = 0;
+  for (int64_t r = 0; r < worldSize; ++r)
+    for (int64_t e = 0; e < numExperts; ++e) {
+      stats.expertTokens[e] += state.allCounts[r * numExperts + e];
+      kept += state.allCounts[r * numExperts + e];
+    }
+  stats.deviceLoad = state.plan.load;
+  stats.balanceRatio = state.plan.balanceRatio;
+  int64_t maxTokens =
+      *std::max_element(stats.expertTokens.begin(), stats.expertTokens.end());
+  stats.expertBalance =
+      kept > 0 ? static_cast<double>(maxTokens) * numExperts / kept : 1.0;
+  // Every rank routes the same number of copies (equal batch shards).
+  stats.droppedTokens =
+      std::max<int64_t>(0, state.routedCopies * worldSize - kept);
+  return Status::ok();
+}
+
 Status Executor::runAllToAll(const fb::Instruction &instruction,
                              bool dispatch) {
   if (!device_.hostAccessible())
@@ -282,53 +631,49 @@ Status Executor::runAllToAll(const fb::Instruction &instruction,
   if (rows.shape.size() != 2 || out.shape.size() != 2 ||
       rows.shape[1] != out.shape[1])
     return errorf("layer '", layerName, "': all-to-all rows must be [N, D]");
-  if (layer.capacity() != 0)
-    return errorf("layer '", layerName,
-                  "': all-to-all of a layer with capacity ", layer.capacity(),
-                  " is not supported yet (only dropless layers)");
   int64_t numExperts = layer.num_experts();
   int64_t slots = layer.placement()->slots_per_device();
+  int64_t capacity = layer.capacity();
   int64_t rank = comm_.rank();
   size_t rowBytes = static_cast<size_t>(rows.shape[1]) * sizeof(float);
 
-  // The layer's first all-to-all of the step plans from every rank's
-  // counts; the other three of the step move the same rows back and forth.
-  int64_t step = stepsDone_ + 1;
-  if (state.plannedStep != step) {
+  // The layer's first all-to-all of a run plans from every rank's counts;
+  // the others of the run move the same rows back and forth.
+  if (state.plannedRun != runsDone_) {
     if (!dispatch)
       return errorf("layer '", layerName,
                     "': the first all-to-all of a step must dispatch");
-    if (counts.numElements() != numExperts)
-      return errorf("layer '", layerName, "': ", counts.numElements(),
-                    " counts for ", numExperts, " experts");
-    const int32_t *c = counts.as<int32_t>();
-    state.localCounts.assign(c, c + numExperts);
-    state.allCounts.assign(numExperts * comm_.worldSize(), 0);
-    FLEXMOE_RETURN_IF_ERROR(
-        comm_.allGather(state.localCounts, state.allCounts));
-    FLEXMOE_RETURN_IF_ERROR(plan::computeDispatchPlan(
-        state.placement, state.allCounts, state.plan, layerName, rank));
-    state.plannedStep = step;
+    FLEXMOE_RETURN_IF_ERROR(planLayer(layerIndex, counts));
   }
   const plan::DevicePlan &mine = state.plan.devices[rank];
+  // The expert-grouped side: packed, or at e·capacity in capacity layers.
+  int64_t groupedRows = capacity > 0 ? numExperts * capacity : mine.sendRows;
 
   // The counts operand must be the ones the plan was made for.
   const int32_t *given = counts.as<int32_t>();
   if (dispatch) {
     for (int64_t e = 0; e < numExperts; ++e)
       if (counts.numElements() != numExperts ||
-          given[e] != state.localCounts[e])
+          given[e] != state.localCounts[e] ||
+          (capacity > 0 && given[e] > capacity))
         return errorf("layer '", layerName,
                       "': dispatch counts differ from the step's plan");
-    if (rows.shape[0] < mine.sendRows || out.shape[0] < mine.recvRows ||
+    if (rows.shape[0] < groupedRows || out.shape[0] < mine.recvRows ||
         outCounts.numElements() != slots)
       return errorf("layer '", layerName, "': all-to-all buffers of ",
                     rows.shape[0], " and ", out.shape[0], " rows for ",
-                    mine.sendRows, " sent and ", mine.recvRows, " received");
+                    groupedRows, " sent and ", mine.recvRows, " received");
     state.send.resize(mine.sendRows * rowBytes);
     state.recv.resize(mine.recvRows * rowBytes);
+    const std::byte *grouped = rows.data;
+    if (capacity > 0) {
+      state.packed.resize(mine.sendRows * rowBytes);
+      compactRows(rows.data, state.localCounts, capacity, rowBytes,
+                  state.packed.data());
+      grouped = state.packed.data();
+    }
     FLEXMOE_RETURN_IF_ERROR(plan::packDispatch(
-        mine, rowBytes, {rows.data, mine.sendRows * rowBytes}, state.send));
+        mine, rowBytes, {grouped, mine.sendRows * rowBytes}, state.send));
     FLEXMOE_RETURN_IF_ERROR(comm_.allToAllV(
         state.send.data(), mine.sendCounts, mine.sendOffsets, state.recv.data(),
         mine.recvCounts, mine.recvOffsets, rowBytes));
@@ -345,11 +690,11 @@ Status Executor::runAllToAll(const fb::Instruction &instruction,
     if (counts.numElements() != slots || given[s] != mine.slotCounts[s])
       return errorf("layer '", layerName,
                     "': combine slot counts differ from the step's plan");
-  if (rows.shape[0] < mine.recvRows || out.shape[0] < mine.sendRows ||
+  if (rows.shape[0] < mine.recvRows || out.shape[0] < groupedRows ||
       outCounts.numElements() != numExperts)
     return errorf("layer '", layerName, "': all-to-all buffers of ",
                   rows.shape[0], " and ", out.shape[0], " rows for ",
-                  mine.recvRows, " sent back and ", mine.sendRows, " received");
+                  mine.recvRows, " sent back and ", groupedRows, " received");
   state.send.resize(mine.sendRows * rowBytes);
   state.recv.resize(mine.recvRows * rowBytes);
   FLEXMOE_RETURN_IF_ERROR(plan::packCombine(
@@ -358,10 +703,20 @@ Status Executor::runAllToAll(const fb::Instruction &instruction,
   FLEXMOE_RETURN_IF_ERROR(comm_.allToAllV(
       state.recv.data(), mine.recvCounts, mine.recvOffsets, state.send.data(),
       mine.sendCounts, mine.sendOffsets, rowBytes));
-  FLEXMOE_RETURN_IF_ERROR(plan::unpackCombine(
-      mine, rowBytes, state.send, {out.data, mine.sendRows * rowBytes}));
-  std::memset(out.data + mine.sendRows * rowBytes, 0,
-              (out.shape[0] - mine.sendRows) * rowBytes);
+  if (capacity > 0) {
+    state.packed.resize(mine.sendRows * rowBytes);
+    FLEXMOE_RETURN_IF_ERROR(
+        plan::unpackCombine(mine, rowBytes, state.send, state.packed));
+    expandRows(state.packed.data(), state.localCounts, capacity, rowBytes,
+               out.data);
+    std::memset(out.data + groupedRows * rowBytes, 0,
+                (out.shape[0] - groupedRows) * rowBytes);
+  } else {
+    FLEXMOE_RETURN_IF_ERROR(plan::unpackCombine(
+        mine, rowBytes, state.send, {out.data, mine.sendRows * rowBytes}));
+    std::memset(out.data + mine.sendRows * rowBytes, 0,
+                (out.shape[0] - mine.sendRows) * rowBytes);
+  }
   for (int64_t e = 0; e < numExperts; ++e)
     outCounts.as<int32_t>()[e] = static_cast<int32_t>(state.localCounts[e]);
   return Status::ok();

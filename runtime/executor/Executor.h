@@ -23,8 +23,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <string_view>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace flexmoe::executor {
@@ -48,6 +48,13 @@ struct StepOptions {
   /// gradient norm then skips the update (no parameter or optimizer state
   /// changes) and the step reports it; a dynamic scaler lowers the scale.
   float lossScale = 1;
+  /// Gradient accumulation: the step runs the forward and backward passes
+  /// on `microBatches` micro-batches, calling loadMicroBatch(i) before each
+  /// to set its inputs, and updates once with the mean of their gradients
+  /// (the gradient of the mean loss over the whole batch). With 1, the
+  /// inputs set before the step are used and loadMicroBatch may be empty.
+  int64_t microBatches = 1;
+  std::function<Status(int64_t micro)> loadMicroBatch;
 };
 
 struct StepResult {
@@ -70,6 +77,9 @@ struct LayerStats {
   std::vector<int64_t> deviceLoad;
   /// max(deviceLoad) / mean(deviceLoad); 1 when perfectly balanced.
   double balanceRatio = 1.0;
+  /// max(expertTokens) / mean(expertTokens): the router's own imbalance,
+  /// which placement (replicas, slots) turns into balanceRatio.
+  double expertBalance = 1.0;
   /// Token copies dropped for exceeding the expert capacity (0 when
   /// dropless), summed over the ranks.
   int64_t droppedTokens = 0;
@@ -77,8 +87,8 @@ struct LayerStats {
 
 /// Called with every parameter's final gradient (after communication,
 /// before clipping and the update): for gradient dumps and cross-checks.
-using GradientObserver = std::function<void(
-    const fb::Buffer &parameter, const device::Operand &gradient)>;
+using GradientObserver = std::function<void(const fb::Buffer &parameter,
+                                            const device::Operand &gradient)>;
 
 /// The RNG stream of one parameter (or one expert's slice of it): a pure
 /// function of (seed, param_name, expert), so initial values depend neither
@@ -151,8 +161,8 @@ private:
   struct LayerState {
     plan::Placement placement;
     plan::DispatchPlan plan;
-    /// The step whose counts `plan` was computed from; 0 = none yet.
-    int64_t plannedStep = 0;
+    /// The run (step or evaluate) whose counts `plan` was computed from.
+    int64_t plannedRun = -1;
     std::vector<int64_t> localCounts, allCounts;
     std::vector<std::byte> send, recv;
     /// Capacity layers: the dispatch rows compacted to (or expanded from)
@@ -174,7 +184,10 @@ private:
     double gradScale = 1.0;
     bool skipUpdates = false;
     double gradNorm = 0;
-    bool updatesPrepared = false;
+    /// The micro-batch being run (dropout masks differ per micro-batch).
+    int64_t micro = 0;
+    /// Gradient accumulation: the running sum of each update's gradient.
+    std::vector<std::vector<float>> *accumulated = nullptr;
   };
 
   Executor(const program::LoadedProgram &program, device::Device &device,
@@ -184,8 +197,10 @@ private:
   Status bind();
   Status analyse();
   Status run(RunMode &mode);
-  Status runInstruction(const fb::Instruction &instruction, RunMode &mode);
-  Status runInstruction(uint32_t index, const fb::Instruction &instruction);
+  Status accumulateGradients(RunMode &mode);
+  Status runInstruction(const fb::Instruction &instruction, RunMode &mode,
+                        int64_t index);
+  Status planLayer(int32_t layerIndex, const device::Operand &counts);
   Status prepareUpdates(RunMode &mode);
   Status averageOverRanks(float &value);
   Status runAllToAll(const fb::Instruction &instruction, bool dispatch);
@@ -201,6 +216,8 @@ private:
   std::vector<device::Operand> operands_;
   std::vector<LayerState> layerState_;
   int64_t stepsDone_ = 0;
+  /// Runs over the stream (steps and evaluations): keys the per-run plans.
+  int64_t runsDone_ = 0;
   GradientObserver gradientObserver_;
   /// From analyse(): the first AdamW instruction (every later one is an
   /// AdamW too: spmd-partition puts all updates last), the last instruction
@@ -208,6 +225,7 @@ private:
   /// buffer, the instruction seeding the backward pass, and the gradient
   /// buffers whose squares count towards the global norm on this rank.
   size_t firstUpdate_ = 0;
+  bool updatesLast_ = true;
   size_t forwardEnd_ = 0;
   int64_t crossEntropyBuffer_ = -1;
   int64_t seedInstruction_ = -1;
@@ -217,6 +235,7 @@ private:
     bool expert;           // differs per rank: summed over the ranks
   };
   std::vector<NormTerm> normTerms_;
+  std::vector<std::vector<float>> accumulated_;
 };
 
 } // namespace flexmoe::executor

@@ -229,8 +229,17 @@ Status run(const KernelCall &call) {
   }
   case fb::OpCode::Dropout: {
     FLEXMOE_ATTRS(DropoutAttrs);
+    if (!call.training) {
+      if (out[0].data != in[0].data)
+        std::memmove(out[0].data, in[0].data, in[0].numBytes());
+      return Status::ok();
+    }
+    // Shard 0 keeps the compiled seed, so one device draws what the
+    // single-device program draws.
+    uint64_t seed = static_cast<uint64_t>(attrs->seed()) ^
+                    (static_cast<uint64_t>(call.shard) * 0x9e3779b97f4a7c15ULL);
     return dropout(in[0].as<float>(), in[0].numElements(), attrs->rate(),
-                   attrs->seed(), call.step, out[0].as<float>());
+                   static_cast<int64_t>(seed), call.step, out[0].as<float>());
   }
   case fb::OpCode::CrossEntropy: {
     FLEXMOE_ATTRS(CrossEntropyAttrs);
@@ -247,13 +256,15 @@ Status run(const KernelCall &call) {
   }
   case fb::OpCode::Fill: {
     FLEXMOE_ATTRS(FillAttrs);
-    fill(out[0].as<float>(), out[0].numElements(), attrs->value());
+    fill(out[0].as<float>(), out[0].numElements(),
+         attrs->value() * call.fillScale);
     return Status::ok();
   }
   case fb::OpCode::AdamW: {
     FLEXMOE_ATTRS(AdamWAttrs);
     AdamWConfig config;
-    config.lr = attrs->lr();
+    config.lr = call.lr > 0 ? call.lr : attrs->lr();
+    config.gradScale = call.gradScale;
     config.beta1 = attrs->beta1();
     config.beta2 = attrs->beta2();
     config.epsilon = attrs->epsilon();

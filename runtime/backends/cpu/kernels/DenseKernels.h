@@ -240,6 +240,9 @@ Status crossEntropyGrad(const T *logits, const int32_t *labels, int64_t rows,
 struct AdamWConfig {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8,
          weightDecay = 1e-2;
+  /// The gradient is g·gradScale (clipping and loss-scale removal folded
+  /// into the update instead of a pass over the gradients).
+  double gradScale = 1.0;
 };
 
 /// One torch.optim.AdamW step (step ≥ 1 counts steps, this one included):

@@ -33,9 +33,10 @@ Status adamw(const T *param, const T *grad, const T *m, const T *v, int64_t n,
       std::sqrt(1.0 - std::pow(config.beta2, static_cast<double>(step)));
   const double stepSize = config.lr / bc1;
   const double b1 = config.beta1, b2 = config.beta2, eps = config.epsilon;
+  const double gradScale = config.gradScale;
 #pragma omp parallel for schedule(static) if (worthThreads(n))
   for (int64_t i = 0; i < n; ++i) {
-    const double g = static_cast<double>(grad[i]);
+    const double g = static_cast<double>(grad[i]) * gradScale;
     const double mi = b1 * static_cast<double>(m[i]) + (1 - b1) * g;
     const double vi = b2 * static_cast<double>(v[i]) + (1 - b2) * g * g;
     const double denom = std::sqrt(vi) / bc2Sqrt + eps;

@@ -1,0 +1,574 @@
+//===- flexmoe-run.cpp - train with a compiled program --------------------===//
+//
+// Loads a .fmoe program, binds it to the CPU device and trains: stateless
+// seeded batches from a corpus (runtime/train/Dataset), a warm-up + decay
+// learning-rate schedule, gradient clipping and loss scaling (executor step
+// options), periodic evaluation on the held-out split, a log line per step
+// and a metrics file, checkpoints (runtime/train/Checkpoint) and an exact
+// resume. Ends with a summary that puts the eval loss beside the corpus's
+// unigram entropy. --help lists every flag.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Metrics.h"
+#include "Options.h"
+
+#include "runtime/backends/cpu/CpuDevice.h"
+#include "runtime/executor/Executor.h"
+#include "runtime/train/Checkpoint.h"
+#include "runtime/train/Dataset.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <numbers>
+#include <unistd.h>
+
+using namespace flexmoe;
+using namespace flexmoe::run;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+#ifndef FLEXMOE_DEFAULT_CORPUS
+#define FLEXMOE_DEFAULT_CORPUS ""
+#endif
+
+namespace {
+
+std::atomic<bool> interrupted{false};
+
+void onInterrupt(int) { interrupted = true; }
+
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+/// The learning rate of step `step` (1-based): linear warm-up to `lr`, then
+/// the schedule's decay to `minLr` at `steps`.
+double learningRate(const Options &o, int64_t step) {
+  if (o.warmup > 0 && step <= o.warmup)
+    return o.lr * static_cast<double>(step) / static_cast<double>(o.warmup);
+  if (o.schedule == Schedule::Constant || o.steps <= o.warmup)
+    return o.lr;
+  double progress = static_cast<double>(step - o.warmup) /
+                    static_cast<double>(o.steps - o.warmup);
+  progress = std::clamp(progress, 0.0, 1.0);
+  if (o.schedule == Schedule::Linear)
+    return o.lr - (o.lr - o.minLr) * progress;
+  return o.minLr +
+         (o.lr - o.minLr) * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
+}
+
+/// The checkpoint a --resume path names: the path itself, or in a directory
+/// the step-N checkpoint with the highest N whose sidecar exists.
+StatusOr<std::string> resolveResume(const std::string &path) {
+  std::error_code error;
+  if (!fs::is_directory(path, error)) {
+    if (!train::checkpointExists(path))
+      return errorf("no checkpoint at '", path, "' (expected ",
+                    train::checkpointSidecarPath(path), ")");
+    return path;
+  }
+  std::string best;
+  int64_t bestStep = -1;
+  for (const fs::directory_entry &entry : fs::directory_iterator(path, error)) {
+    std::string name = entry.path().filename().string();
+    if (!name.starts_with("step-") || !name.ends_with(".json"))
+      continue;
+    std::string stem = name.substr(5, name.size() - 10);
+    char *end = nullptr;
+    long long step = std::strtoll(stem.c_str(), &end, 10);
+    std::string prefix = (fs::path(path) / name.substr(0, name.size() - 5));
+    if (end == stem.c_str() + stem.size() && step > bestStep &&
+        train::checkpointExists(prefix)) {
+      bestStep = step;
+      best = prefix;
+    }
+  }
+  if (error)
+    return errorf("cannot list '", path, "': ", error.message());
+  if (best.empty())
+    return errorf("no checkpoint in directory '", path,
+                  "' (expected step-N.json and step-N.safetensors)");
+  return best;
+}
+
+std::string checkpointPath(const std::string &dir, int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%06lld", static_cast<long long>(step));
+  return (fs::path(dir) / name).string();
+}
+
+/// What a checkpoint records of the run, so that a resume can continue it.
+nlohmann::json trainerState(const Options &o, int64_t tokensSeen,
+                            double elapsed, int64_t dataTokens) {
+  return {{"data", o.data},
+          {"data_format", o.dataFormat},
+          {"data_tokens", dataTokens},
+          {"eval_fraction", o.evalFraction},
+          {"steps", o.steps},
+          {"batch", o.batch},
+          {"lr", o.lr},
+          {"min_lr", o.minLr},
+          {"warmup", o.warmup},
+          {"schedule", scheduleName(o.schedule)},
+          {"clip_grad", o.clipGrad},
+          {"loss_scale", o.lossScale},
+          {"seed", o.seed},
+          {"eval_every", o.evalEvery},
+          {"eval_batches", o.evalBatches},
+          {"tokens_seen", tokensSeen},
+          {"elapsed_s", elapsed}};
+}
+
+/// On a resume, every flag the user did not give takes the checkpoint's
+/// value; a given one that changes the run's arithmetic is reported.
+Status mergeSavedOptions(const nlohmann::json &saved, Options &o,
+                         MetricsSink &sink) {
+  auto take = [&](const char *flag, const char *key, auto &field) -> Status {
+    if (!saved.contains(key))
+      return Status::ok();
+    using T = std::decay_t<decltype(field)>;
+    T value{};
+    try {
+      value = saved.at(key).get<T>();
+    } catch (const std::exception &e) {
+      return errorf("the checkpoint's trainer state has a bad '", key,
+                    "': ", e.what());
+    }
+    if (!o.given.count(flag))
+      field = value;
+    else if (field != value && std::string(flag) != "steps")
+      sink.print(std::string("warning: --") + flag +
+                 " differs from the checkpoint's; the resumed run will not "
+                 "match an uninterrupted one");
+    return Status::ok();
+  };
+  std::string schedule = scheduleName(o.schedule);
+  FLEXMOE_RETURN_IF_ERROR(take("data", "data", o.data));
+  FLEXMOE_RETURN_IF_ERROR(take("data-format", "data_format", o.dataFormat));
+  FLEXMOE_RETURN_IF_ERROR(
+      take("eval-fraction", "eval_fraction", o.evalFraction));
+  FLEXMOE_RETURN_IF_ERROR(take("steps", "steps", o.steps));
+  FLEXMOE_RETURN_IF_ERROR(take("batch", "batch", o.batch));
+  FLEXMOE_RETURN_IF_ERROR(take("lr", "lr", o.lr));
+  FLEXMOE_RETURN_IF_ERROR(take("min-lr", "min_lr", o.minLr));
+  FLEXMOE_RETURN_IF_ERROR(take("warmup", "warmup", o.warmup));
+  FLEXMOE_RETURN_IF_ERROR(take("schedule", "schedule", schedule));
+  FLEXMOE_RETURN_IF_ERROR(take("clip-grad", "clip_grad", o.clipGrad));
+  FLEXMOE_RETURN_IF_ERROR(take("loss-scale", "loss_scale", o.lossScale));
+  FLEXMOE_RETURN_IF_ERROR(take("seed", "seed", o.seed));
+  FLEXMOE_RETURN_IF_ERROR(take("eval-every", "eval_every", o.evalEvery));
+  FLEXMOE_RETURN_IF_ERROR(take("eval-batches", "eval_batches", o.evalBatches));
+  if (schedule == "cosine")
+    o.schedule = Schedule::Cosine;
+  else if (schedule == "linear")
+    o.schedule = Schedule::Linear;
+  else if (schedule == "constant")
+    o.schedule = Schedule::Constant;
+  else
+    return errorf("the checkpoint's trainer state has an unknown schedule '",
+                  schedule, "'");
+  return Status::ok();
+}
+
+/// The learning rate the program was compiled with (its first AdamW's).
+double compiledLearningRate(const fb::Program &program) {
+  for (const fb::Instruction *inst : *program.instructions())
+    if (inst->opcode() == fb::OpCode::AdamW && inst->attrs_as_AdamWAttrs())
+      return inst->attrs_as_AdamWAttrs()->lr();
+  return 1e-3;
+}
+
+int64_t countParameters(const fb::Program &program) {
+  // Expert buffers hold slots; count each expert once via the checkpoint
+  // layout's canonical shapes.
+  StatusOr<std::vector<train::LayoutEntry>> layout =
+      train::checkpointLayout(program, /*optimizerState=*/false);
+  int64_t total = 0;
+  if (layout)
+    for (const train::LayoutEntry &entry : *layout) {
+      int64_t n = 1;
+      for (int64_t d : entry.shape)
+        n *= d;
+      total += n;
+    }
+  return total;
+}
+
+class Trainer {
+public:
+  explicit Trainer(Options options) : o_(std::move(options)) {}
+  /// Returns the process exit code: 0, or 130 after Ctrl-C.
+  StatusOr<int> run();
+
+private:
+  Status evaluate(int64_t step);
+  Status saveCheckpoint(int64_t step);
+
+  Options o_;
+  MetricsSink sink_;
+  std::optional<program::LoadedProgram> program_;
+  std::optional<train::Dataset> data_;
+  train::ProgramInputShape shape_;
+  cpu::CpuDevice device_;
+  device::SingleProcessCommunicator comm_;
+  std::unique_ptr<executor::Executor> executor_;
+  Clock::time_point start_;
+  double elapsedBefore_ = 0; ///< from the checkpoint resumed
+  int64_t tokensSeen_ = 0;
+  double lastEvalLoss_ = NAN;
+  std::string lastCheckpoint_;
+};
+
+Status Trainer::evaluate(int64_t step) {
+  if (!data_->numEvalTokens())
+    return Status::ok();
+  int64_t programBatch = shape_.localBatch * shape_.worldSize;
+  int64_t batches = data_->numEvalBatches(programBatch, o_.evalBatches);
+  if (batches <= 0) {
+    sink_.print("eval: the eval split holds less than one batch; skipped");
+    return Status::ok();
+  }
+  double sum = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    StatusOr<train::Batch> batch = data_->evalBatch(b, programBatch);
+    if (!batch)
+      return batch.status();
+    FLEXMOE_RETURN_IF_ERROR(executor_->setInputs(batch->tokens, batch->labels));
+    StatusOr<float> loss = executor_->evaluate();
+    if (!loss)
+      return loss.status();
+    sum += *loss;
+  }
+  lastEvalLoss_ = sum / static_cast<double>(batches);
+  EvalRecord record;
+  record.step = step;
+  record.loss = lastEvalLoss_;
+  record.unigramEntropy = data_->unigramEntropy();
+  record.batches = batches;
+  record.elapsedSeconds = elapsedBefore_ + seconds(Clock::now() - start_);
+  sink_.logEval(record);
+  return Status::ok();
+}
+
+Status Trainer::saveCheckpoint(int64_t step) {
+  std::error_code error;
+  fs::create_directories(o_.checkpointDir, error);
+  if (error)
+    return errorf("cannot create the checkpoint directory '", o_.checkpointDir,
+                  "': ", error.message());
+  std::string path = checkpointPath(o_.checkpointDir, step);
+  double elapsed = elapsedBefore_ + seconds(Clock::now() - start_);
+  FLEXMOE_RETURN_IF_ERROR(train::saveCheckpoint(
+      *executor_, path,
+      trainerState(o_, tokensSeen_, elapsed, data_->numTokens())));
+  lastCheckpoint_ = path;
+  sink_.print("checkpoint: " + path + " (step " + std::to_string(step) + ")");
+  return Status::ok();
+}
+
+StatusOr<int> Trainer::run() {
+  // The program.
+  StatusOr<program::LoadedProgram> loaded = program::loadProgram(o_.program);
+  if (!loaded)
+    return loaded.status();
+  program_.emplace(std::move(loaded).value());
+  const fb::Program &prog = program_->program();
+  if (prog.world_size() != 1)
+    return errorf("'", o_.program, "' is compiled for world size ",
+                  prog.world_size(),
+                  "; this flexmoe-run trains on one process (compile with "
+                  "--world-size 1)");
+  StatusOr<train::ProgramInputShape> shape = train::programInputShape(prog);
+  if (!shape)
+    return shape.status();
+  shape_ = *shape;
+  int64_t programBatch = shape_.localBatch * shape_.worldSize;
+
+  bool progress = o_.progress == Progress::Always ||
+                  (o_.progress == Progress::Auto && isatty(STDERR_FILENO));
+
+  // A resume takes the flags not given from the checkpoint.
+  std::string resumePath;
+  nlohmann::json saved;
+  if (!o_.resume.empty()) {
+    StatusOr<std::string> path = resolveResume(o_.resume);
+    if (!path)
+      return path.status();
+    resumePath = *path;
+    StatusOr<nlohmann::json> sidecar = train::readCheckpointSidecar(resumePath);
+    if (!sidecar)
+      return sidecar.status();
+    if (sidecar->contains("trainer") && (*sidecar)["trainer"].is_object())
+      saved = (*sidecar)["trainer"];
+    FLEXMOE_RETURN_IF_ERROR(mergeSavedOptions(saved, o_, sink_));
+    // Later checkpoints go beside the one resumed unless told otherwise.
+    if (o_.checkpointDir.empty())
+      o_.checkpointDir = fs::path(resumePath).parent_path().string();
+  }
+
+  // Defaults that depend on the program and the step count.
+  if (o_.batch == 0)
+    o_.batch = programBatch;
+  if (o_.batch % programBatch != 0)
+    return errorf("--batch ", o_.batch,
+                  " is not a multiple of the program's "
+                  "batch of ",
+                  programBatch,
+                  " sequences (recompile with flexmoe-compile --batch, or "
+                  "give a multiple to accumulate gradients)");
+  if (o_.lr == 0)
+    o_.lr = compiledLearningRate(prog);
+  if (o_.minLr < 0)
+    o_.minLr = o_.lr / 10;
+  if (o_.minLr > o_.lr)
+    return errorf("--min-lr ", o_.minLr, " exceeds the peak lr ", o_.lr);
+  if (o_.warmup < 0)
+    o_.warmup = std::min<int64_t>(100, o_.steps / 10);
+  if (o_.evalEvery == 0)
+    o_.evalEvery = std::max<int64_t>(1, o_.steps / 5);
+
+  // The data.
+  if (o_.data.empty()) {
+    o_.data = FLEXMOE_DEFAULT_CORPUS;
+    std::error_code error;
+    if (o_.data.empty() || !fs::exists(o_.data, error))
+      return errorf("no --data given and the built-in corpus '", o_.data,
+                    "' is missing: it is built from Debian's bible-kjv "
+                    "(scripts/setup.sh installs it; rebuild), or pass "
+                    "--data <file>");
+  }
+  train::DatasetOptions dataOptions;
+  StatusOr<train::DataFormat> format = train::parseDataFormat(o_.dataFormat);
+  if (!format)
+    return format.status();
+  dataOptions.format = *format;
+  dataOptions.vocabSize = shape_.vocabSize;
+  dataOptions.seqLen = shape_.seqLen;
+  dataOptions.evalFraction = o_.evalFraction;
+  StatusOr<train::Dataset> data = train::Dataset::open(o_.data, dataOptions);
+  if (!data)
+    return data.status();
+  data_.emplace(std::move(data).value());
+  if (saved.contains("data_tokens") && saved["data_tokens"].is_number() &&
+      saved["data_tokens"].get<int64_t>() != data_->numTokens())
+    sink_.print("warning: the corpus now holds " +
+                std::to_string(data_->numTokens()) +
+                " tokens, the checkpoint's " + saved["data_tokens"].dump() +
+                "; the resumed run will not match an uninterrupted one");
+
+  // The executor, and the checkpoint it resumes from.
+  executor::ExecutorOptions executorOptions;
+  executorOptions.seed = o_.seed;
+  StatusOr<std::unique_ptr<executor::Executor>> created =
+      executor::Executor::create(*program_, device_, comm_, executorOptions);
+  if (!created)
+    return created.status();
+  executor_ = std::move(created).value();
+  if (!resumePath.empty()) {
+    StatusOr<nlohmann::json> state =
+        train::loadCheckpoint(*executor_, resumePath);
+    if (!state)
+      return state.status();
+    if (saved.contains("elapsed_s") && saved["elapsed_s"].is_number())
+      elapsedBefore_ = saved["elapsed_s"].get<double>();
+    if (saved.contains("tokens_seen") && saved["tokens_seen"].is_number())
+      tokensSeen_ = saved["tokens_seen"].get<int64_t>();
+  }
+  int64_t firstStep = executor_->stepsDone() + 1;
+  if (firstStep > o_.steps)
+    return errorf("the checkpoint '", resumePath, "' is at step ",
+                  firstStep - 1, ", not before --steps ", o_.steps,
+                  ": give a larger --steps to train further");
+
+  std::vector<std::string> layerNames;
+  for (size_t l = 0; l < executor_->numMoeLayers(); ++l)
+    layerNames.push_back(prog.moe_layers()->Get(l)->name()->str());
+  FLEXMOE_RETURN_IF_ERROR(sink_.open(o_.metrics, /*append=*/!resumePath.empty(),
+                                     layerNames, progress));
+
+  // What is about to happen.
+  int64_t microBatches = o_.batch / programBatch;
+  int64_t tokensPerStep = o_.batch * shape_.seqLen;
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "program %s: %s parameters, %zu MoE layer(s), vocab %lld, "
+                "seq %lld, batch %lld x %lld micro-batch(es)",
+                o_.program.c_str(),
+                humanCount(static_cast<double>(countParameters(prog))).c_str(),
+                layerNames.size(), static_cast<long long>(shape_.vocabSize),
+                static_cast<long long>(shape_.seqLen),
+                static_cast<long long>(programBatch),
+                static_cast<long long>(microBatches));
+  sink_.print(line);
+  std::snprintf(
+      line, sizeof line,
+      "data %s (%s): %s tokens, %s train / %s eval; unigram "
+      "entropy %.4f nats",
+      o_.data.c_str(),
+      std::string(train::dataFormatName(data_->format())).c_str(),
+      humanCount(static_cast<double>(data_->numTokens())).c_str(),
+      humanCount(static_cast<double>(data_->numTrainTokens())).c_str(),
+      humanCount(static_cast<double>(data_->numEvalTokens())).c_str(),
+      data_->unigramEntropy());
+  sink_.print(line);
+  std::snprintf(line, sizeof line,
+                "%s steps %lld..%lld: lr %.2e -> %.2e (%s, warm-up %lld), "
+                "clip %.2f, loss scale %g, seed %llu",
+                resumePath.empty() ? "train" : "resume",
+                static_cast<long long>(firstStep),
+                static_cast<long long>(o_.steps), o_.lr, o_.minLr,
+                scheduleName(o_.schedule), static_cast<long long>(o_.warmup),
+                o_.clipGrad, o_.lossScale,
+                static_cast<unsigned long long>(o_.seed));
+  sink_.print(line);
+  if (!resumePath.empty())
+    sink_.print("resumed from " + resumePath);
+
+  std::signal(SIGINT, onInterrupt);
+  std::signal(SIGTERM, onInterrupt);
+  start_ = Clock::now();
+  std::vector<double> recentLosses;
+  double stepSeconds = 0;
+  int64_t stepsRun = 0;
+  int64_t step = firstStep;
+  int64_t lastToRun = o_.stopAt > 0 ? std::min(o_.stopAt, o_.steps) : o_.steps;
+  for (; step <= lastToRun && !interrupted; ++step) {
+    Clock::time_point begin = Clock::now();
+    StatusOr<train::Batch> batch = data_->trainBatch(o_.seed, step, o_.batch);
+    if (!batch)
+      return batch.status();
+    executor::StepOptions options;
+    options.lr = static_cast<float>(learningRate(o_, step));
+    options.maxGradNorm = static_cast<float>(o_.clipGrad);
+    options.lossScale = static_cast<float>(o_.lossScale);
+    options.microBatches = microBatches;
+    int64_t microTokens = programBatch * shape_.seqLen;
+    options.loadMicroBatch = [&](int64_t micro) {
+      std::span<const int32_t> tokens(batch->tokens), labels(batch->labels);
+      return executor_->setInputs(
+          tokens.subspan(micro * microTokens, microTokens),
+          labels.subspan(micro * microTokens, microTokens));
+    };
+    StatusOr<executor::StepResult> result = executor_->step(options);
+    if (!result)
+      return Status(result.status())
+          .withContext("step " + std::to_string(step));
+    if (!std::isfinite(result->loss) && !result->skipped)
+      return errorf("step ", step, ": the loss is ", result->loss,
+                    " (diverged; try a lower --lr or --clip-grad)");
+    double elapsed = seconds(Clock::now() - begin);
+    stepSeconds += elapsed;
+    ++stepsRun;
+    tokensSeen_ += tokensPerStep;
+
+    StepRecord record;
+    record.step = step;
+    record.totalSteps = o_.steps;
+    record.loss = result->loss;
+    record.lr = options.lr;
+    record.gradNorm = result->gradNorm;
+    record.skipped = result->skipped;
+    record.stepMs = elapsed * 1e3;
+    record.tokensPerSecond = tokensPerStep / elapsed;
+    record.elapsedSeconds = elapsedBefore_ + seconds(Clock::now() - start_);
+    for (size_t l = 0; l < executor_->numMoeLayers(); ++l) {
+      const executor::LayerStats &stats = executor_->layerStats(l);
+      record.layers.push_back({layerNames[l], stats.balanceRatio,
+                               stats.expertBalance, stats.droppedTokens});
+    }
+    sink_.logStep(record,
+                  (step - firstStep) % o_.logEvery == 0 || step == o_.steps);
+    recentLosses.push_back(result->loss);
+    if (recentLosses.size() > 20)
+      recentLosses.erase(recentLosses.begin());
+
+    if (step % o_.evalEvery == 0 || step == lastToRun)
+      FLEXMOE_RETURN_IF_ERROR(evaluate(step));
+    if (!o_.checkpointDir.empty() &&
+        ((o_.checkpointEvery > 0 && step % o_.checkpointEvery == 0) ||
+         step == lastToRun))
+      FLEXMOE_RETURN_IF_ERROR(saveCheckpoint(step));
+    double perStep = stepSeconds / static_cast<double>(stepsRun);
+    sink_.progress(record, perStep * static_cast<double>(o_.steps - step));
+  }
+  int64_t lastStep = step - 1;
+  bool stoppedEarly = interrupted && lastStep < lastToRun;
+  if (stoppedEarly && !o_.checkpointDir.empty() && lastStep >= firstStep)
+    FLEXMOE_RETURN_IF_ERROR(saveCheckpoint(lastStep));
+  if (stoppedEarly && o_.checkpointDir.empty())
+    sink_.print("interrupted at step " + std::to_string(lastStep) +
+                " without --checkpoint-dir: nothing saved");
+
+  // The summary.
+  double wall = seconds(Clock::now() - start_);
+  double meanLoss = 0;
+  for (double loss : recentLosses)
+    meanLoss += loss;
+  meanLoss /= std::max<size_t>(1, recentLosses.size());
+  sink_.print(std::string("summary") + (stoppedEarly ? " (interrupted)" : "") +
+              ":");
+  std::snprintf(
+      line, sizeof line,
+      "  steps %lld..%lld in %s (%.1f ms/step, %s tok/s); %s tokens "
+      "seen in all",
+      static_cast<long long>(firstStep), static_cast<long long>(lastStep),
+      humanDuration(wall).c_str(),
+      stepsRun ? 1e3 * stepSeconds / stepsRun : 0.0,
+      humanCount(stepsRun ? tokensPerStep * stepsRun / stepSeconds : 0.0)
+          .c_str(),
+      humanCount(static_cast<double>(tokensSeen_)).c_str());
+  sink_.print(line);
+  std::snprintf(line, sizeof line,
+                "  train loss %.4f (mean of the last %zu steps)", meanLoss,
+                recentLosses.size());
+  sink_.print(line);
+  if (std::isfinite(lastEvalLoss_)) {
+    double entropy = data_->unigramEntropy();
+    std::snprintf(line, sizeof line,
+                  "  eval loss %.4f nats (ppl %.2f); unigram entropy of the "
+                  "corpus %.4f nats: %s by %.4f",
+                  lastEvalLoss_, std::exp(lastEvalLoss_), entropy,
+                  lastEvalLoss_ < entropy ? "below it" : "NOT below it",
+                  std::fabs(entropy - lastEvalLoss_));
+    sink_.print(line);
+  }
+  if (!lastCheckpoint_.empty())
+    sink_.print("  checkpoint " + lastCheckpoint_ + " (resume with --resume " +
+                o_.checkpointDir + ")");
+  if (!o_.metrics.empty())
+    sink_.print("  metrics " + o_.metrics);
+  FLEXMOE_RETURN_IF_ERROR(sink_.close());
+  return stoppedEarly ? 130 : 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  Options options;
+  bool wantsHelp = false;
+  if (Status status = parseOptions(argc, argv, options, wantsHelp);
+      !status.isOk()) {
+    std::fprintf(stderr, "flexmoe-run: error: %s\n", status.message().c_str());
+    return 2;
+  }
+  if (wantsHelp) {
+    std::fputs(usage().c_str(), stdout);
+    return 0;
+  }
+  Trainer trainer(std::move(options));
+  StatusOr<int> code = trainer.run();
+  if (!code) {
+    std::fflush(stdout);
+    if (isatty(STDERR_FILENO))
+      std::fputs("\r\033[K", stderr); // a progress line may be showing
+    std::fprintf(stderr, "flexmoe-run: error: %s\n",
+                 code.status().message().c_str());
+    return 1;
+  }
+  return *code;
+}
