@@ -12,6 +12,7 @@
 #include "runtime/backends/cpu/kernels/FastMath.h"
 #include "runtime/backends/cpu/kernels/MoeCommon.h"
 #include "runtime/backends/cpu/kernels/MoeKernels.h"
+#include "runtime/backends/cpu/kernels/Scratch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -183,19 +184,17 @@ Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
   const GroupLayout &layout = *layoutOr;
   const int64_t D = modelDim, H = hiddenDim, G = numGroups;
 
-  std::vector<T> hidden(static_cast<size_t>(layout.totalRows * H));
-  firstLayer(layout, counts, routed, w1, b1, D, H, hidden.data());
-  applyActivation(activation, hidden.data(), layout.totalRows * H,
-                  hidden.data());
+  T *hidden = scratch<T>(ScratchSlot::ExpertsHidden, layout.totalRows * H);
+  firstLayer(layout, counts, routed, w1, b1, D, H, hidden);
+  applyActivation(activation, hidden, layout.totalRows * H, hidden);
   zeroRowsOutsideGroups(layout, counts, numRows, D, out);
 
   std::vector<GemmCall<T>> calls;
   for (int64_t g = 0; g < G; ++g)
     if (counts[g] > 0)
       calls.push_back({false, false, counts[g], D, H, T(1),
-                       hidden.data() + layout.hiddenStart[g] * H, H,
-                       w2 + g * H * D, D, T(0), out + layout.start[g] * D, D,
-                       b2 + g * D});
+                       hidden + layout.hiddenStart[g] * H, H, w2 + g * H * D, D,
+                       T(0), out + layout.start[g] * D, D, b2 + g * D});
   gemmBatch<T>(calls);
   return Status::ok();
 }
@@ -218,11 +217,11 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
   const int64_t total = layout.totalRows;
 
   // Recompute: preact = x·w1 + b1 (kept for act'), hidden = act(preact).
-  std::vector<T> preact(static_cast<size_t>(total * H));
-  std::vector<T> hidden(static_cast<size_t>(total * H));
-  std::vector<T> dAct(static_cast<size_t>(total * H));
-  firstLayer(layout, counts, routed, w1, b1, D, H, preact.data());
-  applyActivation(activation, preact.data(), total * H, hidden.data());
+  T *preact = scratch<T>(ScratchSlot::ExpertsPreact, total * H);
+  T *hidden = scratch<T>(ScratchSlot::ExpertsHidden, total * H);
+  T *dAct = scratch<T>(ScratchSlot::ExpertsGradAct, total * H);
+  firstLayer(layout, counts, routed, w1, b1, D, H, preact);
+  applyActivation(activation, preact, total * H, hidden);
   zeroRowsOutsideGroups(layout, counts, numRows, D, dRouted);
   // Empty groups get zero weight gradients (their bias gradients come out
   // of groupColumnSums as 0).
@@ -241,10 +240,10 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
       continue;
     const T *gy = dy + layout.start[g] * D;
     const int64_t hs = layout.hiddenStart[g] * H;
-    calls.push_back({true, false, H, D, n, T(1), hidden.data() + hs, H, gy, D,
-                     T(0), dw2 + g * H * D, D});
+    calls.push_back({true, false, H, D, n, T(1), hidden + hs, H, gy, D, T(0),
+                     dw2 + g * H * D, D});
     calls.push_back({false, true, n, H, D, T(1), gy, D, w2 + g * H * D, D, T(0),
-                     dAct.data() + hs, H});
+                     dAct + hs, H});
   }
   gemmBatch<T>(calls);
   // da = dh ⊙ act'(preact).
@@ -257,7 +256,7 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
     for (int64_t i = 0; i < total * H; ++i)
       dAct[i] *= activateDerivative(MoeActivation::Gelu, preact[i]);
   }
-  groupColumnSums(layout, counts, dAct.data(), /*packed=*/true, H, db1);
+  groupColumnSums(layout, counts, dAct, /*packed=*/true, H, db1);
   // dw1 = xᵀ·da and dx = da·w1ᵀ.
   calls.clear();
   for (int64_t g = 0; g < G; ++g) {
@@ -265,7 +264,7 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
     if (n == 0)
       continue;
     const T *x = routed + layout.start[g] * D;
-    const T *da = dAct.data() + layout.hiddenStart[g] * H;
+    const T *da = dAct + layout.hiddenStart[g] * H;
     calls.push_back(
         {true, false, D, H, n, T(1), x, D, da, H, T(0), dw1 + g * D * H, H});
     calls.push_back({false, true, n, D, H, T(1), da, H, w1 + g * D * H, H, T(0),
