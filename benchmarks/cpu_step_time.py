@@ -146,6 +146,10 @@ def main():
                         help="the PyTorch model file (default: "
                         "test/pytorch/gpt_moe.py if present, else "
                         "benchmarks/torch_gpt_moe.py)")
+    parser.add_argument("--settle", type=float, default=0.5,
+                        help="seconds to pause before each round, so that "
+                        "the other side's idle threads (OpenBLAS workers "
+                        "spin for a while after their last GEMM) are asleep")
     parser.add_argument("--csv", default=os.path.join(
         ROOT, "benchmarks", "results", "cpu_step_time.csv"))
     parser.add_argument("--note", default="",
@@ -153,8 +157,9 @@ def main():
                         "(e.g. 'shared machine, load 6')")
     args = parser.parse_args()
     if args.threads < 1 or args.rounds < 1 or args.steps < 2 or \
-            args.warmup < 0:
-        fail("--threads, --rounds must be >= 1, --steps >= 2, --warmup >= 0")
+            args.warmup < 0 or args.settle < 0:
+        fail("--threads, --rounds must be >= 1, --steps >= 2, --warmup and "
+             "--settle >= 0")
 
     step_test = os.path.join(args.build, "bin", "flexmoe-step-test")
     if not os.access(step_test, os.X_OK):
@@ -178,8 +183,10 @@ def main():
             torch_step = make_torch_trainer(module, preset, seed=0)
             flex, ref = [], []
             for r in range(args.rounds):
+                time.sleep(args.settle)
                 flex += flexmoe_round(step_test, programs[preset],
                                       args.warmup, args.steps, env)
+                time.sleep(args.settle)
                 ref += torch_round(torch_step, args.warmup, args.steps)
                 print(f"  {preset} round {r + 1}/{args.rounds}: flexmoe "
                       f"{statistics.median(flex) * 1e3:.1f} ms, pytorch "
@@ -212,6 +219,7 @@ def main():
         rows.append(dict(date=now, machine=model, cores=cores,
                          threads=args.threads, preset=preset,
                          rounds=args.rounds, warmup=args.warmup,
+                         settle_s=args.settle,
                          steps=args.steps,
                          flexmoe_median_ms=f"{fq[1] * 1e3:.2f}",
                          flexmoe_q1_ms=f"{fq[0] * 1e3:.2f}",
@@ -225,12 +233,22 @@ def main():
                          load_after=f"{load_after:.2f}", note=args.note))
 
     os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
-    new_file = not os.path.exists(args.csv)
-    with open(args.csv, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    fields = list(rows[0].keys())
+    old_rows = []
+    if os.path.exists(args.csv):
+        with open(args.csv, newline="") as f:
+            reader = csv.DictReader(f)
+            old_fields = reader.fieldnames or []
+            old_rows = list(reader)
+        # Columns added since older runs: keep every row, blanks where a
+        # run did not record a column.
+        fields = old_fields + [k for k in fields if k not in old_fields]
+    tmp_csv = args.csv + ".tmp"
+    with open(tmp_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(old_rows + rows)
+    os.replace(tmp_csv, args.csv)
     print(f"\nappended to {os.path.relpath(args.csv, os.getcwd())}")
 
 
