@@ -11,7 +11,7 @@ jobs=${FLEXMOE_JOBS:-$(nproc)}
 # sight: proves they build and link without them (DESIGN.md, principle 1).
 cmake -S . -B "$build_dir-runtime" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DFLEXMOE_BUILD_COMPILER=OFF >/dev/null
-cmake --build "$build_dir-runtime" -j "$jobs" --target flexmoe_runtime flexmoe-unittests
+cmake --build "$build_dir-runtime" -j "$jobs" --target flexmoe_runtime flexmoe-unittests flexmoe-run
 
 # Everything: lit (dialects, passes, tools) and the GoogleTests.
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

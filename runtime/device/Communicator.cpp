@@ -49,3 +49,20 @@ Status SingleProcessCommunicator::groupSum(float *, int64_t,
     return errorf("replica group of ", ranks.size(), " ranks at world size 1");
   return Status::ok();
 }
+
+Status SingleProcessCommunicator::broadcast(std::byte *, size_t, int64_t root) {
+  if (root != 0)
+    return errorf("broadcast from rank ", root, " at world size 1");
+  return Status::ok();
+}
+
+Status SingleProcessCommunicator::send(const std::byte *, size_t, int64_t dst,
+                                       int) {
+  // A send to itself would need a matching recv in the same thread: no
+  // caller does that, and a world of one has no one else to send to.
+  return errorf("send to rank ", dst, " at world size 1");
+}
+
+Status SingleProcessCommunicator::recv(std::byte *, size_t, int64_t src, int) {
+  return errorf("recv from rank ", src, " at world size 1");
+}

@@ -52,6 +52,17 @@ public:
   /// among them): one replica group of moe.replica_grad_sync.
   virtual Status groupSum(float *data, int64_t count,
                           std::span<const int32_t> ranks) = 0;
+
+  /// `bytes` bytes from rank `root` to every rank (host memory).
+  virtual Status broadcast(std::byte *data, size_t bytes, int64_t root) = 0;
+
+  /// Point to point (expert migration, checkpoint gathers): a matching
+  /// recv on rank `dst` with the same tag and size.
+  virtual Status send(const std::byte *data, size_t bytes, int64_t dst,
+                      int tag) = 0;
+  virtual Status recv(std::byte *data, size_t bytes, int64_t src, int tag) = 0;
+
+  virtual Status barrier() = 0;
 };
 
 /// World size 1: every collective is a local copy or an identity.
@@ -70,6 +81,11 @@ public:
   Status allReduceHost(std::span<double> data, ReduceOp op) override;
   Status groupSum(float *data, int64_t count,
                   std::span<const int32_t> ranks) override;
+  Status broadcast(std::byte *data, size_t bytes, int64_t root) override;
+  Status send(const std::byte *data, size_t bytes, int64_t dst,
+              int tag) override;
+  Status recv(std::byte *data, size_t bytes, int64_t src, int tag) override;
+  Status barrier() override { return Status::ok(); }
 };
 
 } // namespace flexmoe::device

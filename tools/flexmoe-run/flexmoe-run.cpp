@@ -385,6 +385,16 @@ StatusOr<int> Trainer::run() {
                   firstStep - 1, ", not before --steps ", o_.steps,
                   ": give a larger --steps to train further");
 
+  // A checkpoint directory that cannot be made fails now, not after hours.
+  if (!o_.checkpointDir.empty()) {
+    std::error_code error;
+    fs::create_directories(o_.checkpointDir, error);
+    if (error || !fs::is_directory(o_.checkpointDir, error))
+      return errorf("cannot create the checkpoint directory '",
+                    o_.checkpointDir, "': ",
+                    error ? error.message() : "not a directory");
+  }
+
   std::vector<std::string> layerNames;
   for (size_t l = 0; l < executor_->numMoeLayers(); ++l)
     layerNames.push_back(prog.moe_layers()->Get(l)->name()->str());
