@@ -13,8 +13,9 @@ Executor::step per step, nothing else); PyTorch's in this process
 flexmoe through OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, PyTorch through
 torch.set_num_threads.
 
-The PyTorch model is test/pytorch/gpt_moe.py when that file exists (the
-exact twin), else benchmarks/torch_gpt_moe.py.
+The PyTorch model is test/pytorch/gpt_moe.py, the exact twin of the model
+flexmoe compiles (one source of truth; --torch-model picks another file with
+the same functions).
 
 Run with Debian's python (the one with torch):
   /usr/bin/python3 benchmarks/cpu_step_time.py --build build-runtime \\
@@ -43,35 +44,32 @@ def fail(message):
 
 
 def load_torch_model(override):
-    """The exact twin if present, else the benchmark's own stand-in."""
-    twin = os.path.join(ROOT, "test", "pytorch", "gpt_moe.py")
-    path = override or (twin if os.path.exists(twin) else os.path.join(
-        ROOT, "benchmarks", "torch_gpt_moe.py"))
+    """test/pytorch/gpt_moe.py, or the file --torch-model names."""
+    path = override or os.path.join(ROOT, "test", "pytorch", "gpt_moe.py")
     if not os.path.exists(path):
         fail(f"no PyTorch model at {path}")
     path = os.path.abspath(path)
     spec = importlib.util.spec_from_file_location("bench_gpt_moe", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    for name in ("config_from_preset", "GPTMoE", "make_optimizer",
+                 "train_step"):
+        if not hasattr(module, name):
+            fail(f"{path} has no {name}")
     return module, os.path.relpath(path, ROOT)
 
 
 def make_torch_trainer(module, preset, seed):
     """A callable running one training step on a fixed random batch."""
     import torch
-    if hasattr(module, "config_from_preset"):
-        # test/pytorch/gpt_moe.py: config, model, optimizer and step functions.
-        cfg = module.config_from_preset(preset)
-        torch.manual_seed(seed)
-        model = module.GPTMoE(cfg)
-        opt = module.make_optimizer(model, cfg.adamw)
-        shape = (cfg.batch_size, cfg.seq_len)
-        tokens = torch.randint(0, cfg.vocab_size, shape)
-        labels = torch.randint(0, cfg.vocab_size, shape)
-        return lambda: module.train_step(model, opt, tokens, labels)
-    if hasattr(module, "Trainer"):
-        return module.Trainer(preset, seed=seed).step
-    fail(f"{module.__file__} has neither config_from_preset nor Trainer")
+    cfg = module.config_from_preset(preset)
+    torch.manual_seed(seed)
+    model = module.GPTMoE(cfg)
+    opt = module.make_optimizer(model, cfg.adamw)
+    shape = (cfg.batch_size, cfg.seq_len)
+    tokens = torch.randint(0, cfg.vocab_size, shape)
+    labels = torch.randint(0, cfg.vocab_size, shape)
+    return lambda: module.train_step(model, opt, tokens, labels)
 
 
 def quartiles(values):
@@ -144,8 +142,7 @@ def main():
                         help="timed steps per round")
     parser.add_argument("--torch-model", default="",
                         help="the PyTorch model file (default: "
-                        "test/pytorch/gpt_moe.py if present, else "
-                        "benchmarks/torch_gpt_moe.py)")
+                        "test/pytorch/gpt_moe.py)")
     parser.add_argument("--settle", type=float, default=0.5,
                         help="seconds to pause before each round, so that "
                         "the other side's idle threads (OpenBLAS workers "
