@@ -4,15 +4,17 @@
 // it to the CPU device with the single-process communicator, and runs N steps
 // on one fixed batch of seeded random tokens and labels, printing each loss.
 // Training on a repeated batch must overfit it, so the tool fails unless every
-// loss is finite and the last is below the first.
+// loss is finite and the last is below the first. With --time each step line
+// also gives the step's wall time in milliseconds (benchmarks/ reads it).
 //
-//   flexmoe-step-test <program.fmoe> [--steps N] [--seed S]
+//   flexmoe-step-test <program.fmoe> [--steps N] [--seed S] [--time]
 //
 //===----------------------------------------------------------------------===//
 
 #include "runtime/backends/cpu/CpuDevice.h"
 #include "runtime/executor/Executor.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -45,21 +47,24 @@ int main(int argc, char **argv) {
   std::string path;
   int64_t steps = 20;
   uint64_t seed = 0;
+  bool time = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--steps" && i + 1 < argc)
       steps = std::atoll(argv[++i]);
     else if (arg == "--seed" && i + 1 < argc)
       seed = std::strtoull(argv[++i], nullptr, 10);
+    else if (arg == "--time")
+      time = true;
     else if (path.empty() && arg[0] != '-')
       path = arg;
     else
       return fail("usage: flexmoe-step-test <program.fmoe> [--steps N] "
-                  "[--seed S]");
+                  "[--seed S] [--time]");
   }
   if (path.empty() || steps < 2)
     return fail("usage: flexmoe-step-test <program.fmoe> [--steps N >= 2] "
-                "[--seed S]");
+                "[--seed S] [--time]");
 
   StatusOr<program::LoadedProgram> loaded = program::loadProgram(path);
   if (!loaded)
@@ -102,17 +107,25 @@ int main(int argc, char **argv) {
     return fail(status.message());
 
   std::printf("program '%s': %u buffers, %u instructions, arena %llu bytes, "
-              "vocab %lld\n",
+              "vocab %lld, %d CPU threads\n",
               program.name()->c_str(), program.buffers()->size(),
               program.instructions()->size(),
               static_cast<unsigned long long>(program.arena_size()),
-              static_cast<long long>(vocab));
+              static_cast<long long>(vocab), device.numThreads());
   float first = 0, last = 0;
   for (int64_t s = 1; s <= steps; ++s) {
+    auto start = std::chrono::steady_clock::now();
     StatusOr<float> loss = executor.step();
+    std::chrono::duration<double, std::milli> elapsed =
+        std::chrono::steady_clock::now() - start;
     if (!loss)
       return fail("step " + std::to_string(s) + ": " + loss.status().message());
-    std::printf("step %lld loss %.6f\n", static_cast<long long>(s), *loss);
+    if (time)
+      std::printf("step %lld loss %.6f time_ms %.3f\n",
+                  static_cast<long long>(s), *loss, elapsed.count());
+    else
+      std::printf("step %lld loss %.6f\n", static_cast<long long>(s), *loss);
+    std::fflush(stdout);
     if (!std::isfinite(*loss))
       return fail("step " + std::to_string(s) + ": the loss is not finite");
     if (s == 1)

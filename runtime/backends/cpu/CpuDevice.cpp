@@ -2,13 +2,20 @@
 
 #include "runtime/backends/cpu/CpuDevice.h"
 
+#include "runtime/backends/cpu/kernels/Blas.h"
 #include "runtime/backends/cpu/kernels/DenseKernels.h"
 #include "runtime/backends/cpu/kernels/MoeKernels.h"
 #include "runtime/program/OpInfo.h"
 
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <vector>
 
 using namespace flexmoe;
 using namespace flexmoe::cpu;
@@ -346,6 +353,67 @@ Status run(const KernelCall &call) {
 
 #undef FLEXMOE_ATTRS
 
+/// FLEXMOE_PROFILE=1: wall time per opcode, printed to stderr at exit as a
+/// table sorted by total time. Off by default; when off the only cost is one
+/// branch per kernel.
+class KernelProfile {
+public:
+  static KernelProfile *get() {
+    static KernelProfile *profile = [] {
+      const char *env = std::getenv("FLEXMOE_PROFILE");
+      return env && *env && std::strcmp(env, "0") != 0 ? new KernelProfile
+                                                       : nullptr;
+    }();
+    return profile;
+  }
+
+  void add(fb::OpCode opcode, double seconds) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Entry &entry = entries_[static_cast<size_t>(opcode)];
+    entry.seconds += seconds;
+    ++entry.calls;
+  }
+
+  ~KernelProfile() = default;
+
+private:
+  struct Entry {
+    double seconds = 0;
+    int64_t calls = 0;
+  };
+  KernelProfile() {
+    std::atexit([] { get()->print(); });
+  }
+
+  void print() {
+    std::vector<size_t> order;
+    double total = 0;
+    for (size_t i = 0; i < entries_.size(); ++i)
+      if (entries_[i].calls) {
+        order.push_back(i);
+        total += entries_[i].seconds;
+      }
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return entries_[a].seconds > entries_[b].seconds;
+    });
+    std::fprintf(stderr, "FLEXMOE_PROFILE: CPU kernel time by opcode\n");
+    std::fprintf(stderr, "%-22s %8s %12s %10s %6s\n", "opcode", "calls",
+                 "total_ms", "per_call", "share");
+    for (size_t i : order) {
+      const Entry &e = entries_[i];
+      std::fprintf(stderr, "%-22s %8lld %12.3f %10.4f %5.1f%%\n",
+                   fb::EnumNameOpCode(static_cast<fb::OpCode>(i)),
+                   static_cast<long long>(e.calls), e.seconds * 1e3,
+                   e.seconds * 1e3 / static_cast<double>(e.calls),
+                   total > 0 ? 100.0 * e.seconds / total : 0.0);
+    }
+    std::fprintf(stderr, "%-22s %8s %12.3f\n", "total", "", total * 1e3);
+  }
+
+  std::mutex mutex_;
+  std::array<Entry, 256> entries_{};
+};
+
 } // namespace
 
 Status flexmoe::cpu::runCpuKernel(const KernelCall &call) {
@@ -356,11 +424,21 @@ Status flexmoe::cpu::runCpuKernel(const KernelCall &call) {
   if (static_cast<int>(call.inputs.size()) < info->minInputs ||
       static_cast<int>(call.inputs.size()) > info->maxInputs)
     return errorf(info->irName, ": ", call.inputs.size(), " operands");
+  KernelProfile *profile = KernelProfile::get();
+  const auto start = profile ? std::chrono::steady_clock::now()
+                             : std::chrono::steady_clock::time_point();
   Status status = run(call);
+  if (profile)
+    profile->add(
+        call.instruction->opcode(),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count());
   if (!status.isOk())
     return std::move(status).withContext(std::string(info->irName));
   return status;
 }
+
+CpuDevice::CpuDevice() : numThreads_(configureCpuThreads()) {}
 
 StatusOr<std::unique_ptr<device::Arena>>
 CpuDevice::allocateArena(size_t bytes) {

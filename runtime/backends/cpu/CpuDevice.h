@@ -15,6 +15,11 @@ namespace flexmoe::cpu {
 
 class CpuDevice final : public device::Device {
 public:
+  /// Sets the kernels' thread policy (see configureCpuThreads).
+  CpuDevice();
+  /// The threads the kernels use.
+  int numThreads() const { return numThreads_; }
+
   std::string name() const override { return "cpu"; }
   bool hostAccessible() const override { return true; }
   StatusOr<std::unique_ptr<device::Arena>> allocateArena(size_t bytes) override;
@@ -23,6 +28,9 @@ public:
   Status copyToDevice(std::byte *dst, const void *src, size_t bytes) override;
   Status copyToHost(void *dst, const std::byte *src, size_t bytes) override;
   Status synchronize() override { return Status::ok(); }
+
+private:
+  int numThreads_;
 };
 
 /// Runs one compute instruction on host memory; collectives are not kernels

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/backends/cpu/kernels/DenseKernels.h"
+#include "runtime/backends/cpu/kernels/Parallel.h"
 #include "test/unit/cpu/GradCheck.h"
 
 #include <gtest/gtest.h>
@@ -85,6 +86,8 @@ std::vector<std::vector<float>> runAllKernels() {
 
 TEST(DenseDeterminism, BitwiseIdenticalAcrossThreadCounts) {
   const int saved = omp_get_max_threads();
+  // Small loops stay serial by default; make every loop fork here.
+  const int64_t savedWork = setMinParallelWork(0);
   omp_set_num_threads(1);
   const auto one = runAllKernels();
   omp_set_num_threads(2);
@@ -92,6 +95,7 @@ TEST(DenseDeterminism, BitwiseIdenticalAcrossThreadCounts) {
   omp_set_num_threads(3);
   const auto three = runAllKernels();
   omp_set_num_threads(saved);
+  setMinParallelWork(savedWork);
   ASSERT_EQ(one.size(), two.size());
   for (size_t i = 0; i < one.size(); ++i) {
     EXPECT_EQ(one[i], two[i]) << "kernel output " << i;

@@ -5,6 +5,7 @@
 // backward against finite differences, and determinism across thread counts.
 //
 //===----------------------------------------------------------------------===//
+#include "runtime/backends/cpu/kernels/Parallel.h"
 #include "test/unit/cpu/MoeTestUtil.h"
 
 #include <omp.h>
@@ -234,12 +235,15 @@ TEST(MoeLayerEdgeCases, EmptyBatchIsLegal) {
   }
 }
 
-/// Runs `body` with n OpenMP threads, restoring the previous setting.
+/// Runs `body` with n OpenMP threads, every loop forking however small,
+/// restoring the previous settings.
 template <class F> auto withThreads(int n, F &&body) {
   const int saved = omp_get_max_threads();
+  const int64_t savedWork = flexmoe::cpu::setMinParallelWork(0);
   omp_set_num_threads(n);
   auto result = body();
   omp_set_num_threads(saved);
+  flexmoe::cpu::setMinParallelWork(savedWork);
   return result;
 }
 

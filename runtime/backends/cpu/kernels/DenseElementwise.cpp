@@ -7,6 +7,8 @@
 
 #include "runtime/backends/cpu/kernels/DenseKernels.h"
 #include "runtime/backends/cpu/kernels/DenseRandom.h"
+#include "runtime/backends/cpu/kernels/FastMath.h"
+#include "runtime/backends/cpu/kernels/Parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -84,7 +86,7 @@ Status broadcastBinary(const T *lhs, Shape lhsShape, const T *rhs,
   const int64_t inner = shape.back();
   const int64_t rows = total / inner;
   const int64_t li = ls.back(), ri = rs.back();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(total))
   for (int64_t row = 0; row < rows; ++row) {
     const T *l = lhs + rowOffset(row, shape, ls);
     const T *r = rhs + rowOffset(row, shape, rs);
@@ -150,14 +152,14 @@ StatusOr<GeluApproximation> parseGeluApproximation(std::string_view name) {
 template <typename T>
 void gelu(const T *x, int64_t n, GeluApproximation approximate, T *y) {
   if (approximate == GeluApproximation::Tanh) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(n))
     for (int64_t i = 0; i < n; ++i) {
       const T v = x[i];
       const T inner = T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v);
-      y[i] = T(0.5) * v * (T(1) + std::tanh(inner));
+      y[i] = T(0.5) * v * (T(1) + tanhApprox(inner));
     }
   } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(n))
     for (int64_t i = 0; i < n; ++i)
       y[i] =
           T(0.5) * x[i] * (T(1) + std::erf(x[i] * T(std::numbers::sqrt2 / 2)));
@@ -168,11 +170,11 @@ template <typename T>
 void geluGrad(const T *x, const T *dy, int64_t n, GeluApproximation approximate,
               T *dx) {
   if (approximate == GeluApproximation::Tanh) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(n))
     for (int64_t i = 0; i < n; ++i) {
       const T v = x[i];
       const T inner = T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v);
-      const T t = std::tanh(inner);
+      const T t = tanhApprox(inner);
       const T dInner = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v);
       dx[i] =
           dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * dInner);
@@ -180,7 +182,7 @@ void geluGrad(const T *x, const T *dy, int64_t n, GeluApproximation approximate,
   } else {
     // d/dx x·Φ(x) = Φ(x) + x·φ(x).
     const T invSqrt2Pi = T(std::numbers::inv_sqrtpi / std::numbers::sqrt2);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(n))
     for (int64_t i = 0; i < n; ++i) {
       const T v = x[i];
       const T cdf = T(0.5) * (T(1) + std::erf(v * T(std::numbers::sqrt2 / 2)));
@@ -232,7 +234,7 @@ Status reduceSum(const T *x, Shape shape, std::span<const int64_t> dims,
   if (prefix && numRed > 0 && numRed < rank) {
     constexpr int64_t kBlock = 64;
     const int64_t numBlocks = (outSize + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(outSize * redSize))
     for (int64_t blk = 0; blk < numBlocks; ++blk) {
       const int64_t c0 = blk * kBlock, width = std::min(kBlock, outSize - c0);
       double acc[kBlock] = {};
@@ -299,7 +301,7 @@ Status reduceToShape(const T *grad, Shape gradShape, Shape targetShape,
 
 template <typename T> void scale(const T *x, int64_t n, double factor, T *y) {
   const T f = static_cast<T>(factor);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(n))
   for (int64_t i = 0; i < n; ++i)
     y[i] = f * x[i];
 }
@@ -412,7 +414,7 @@ Status dropout(const T *x, int64_t n, double rate, int64_t seed, int64_t step,
     return Status::ok();
   }
   const T keepScale = static_cast<T>(1 / (1 - rate));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(n))
   for (int64_t i = 0; i < n; ++i) {
     const bool keep =
         counterUniform(static_cast<uint64_t>(seed), static_cast<uint64_t>(step),

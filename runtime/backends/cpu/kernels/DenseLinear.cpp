@@ -54,23 +54,22 @@ Status embeddingGrad(const int32_t *ids, int64_t numIds, const T *dy,
 template <typename T>
 void linear(const T *x, const T *w, const T *bias, int64_t m, int64_t k,
             int64_t n, T *y) {
-  T beta = T(0);
-  if (bias) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < m; ++r)
-      std::copy_n(bias, n, y + r * n);
-    beta = T(1);
-  }
-  gemm<T>(false, false, m, n, k, T(1), x, k, w, n, beta, y, n);
+  // The bias rows are written by each GEMM block itself: one fork-join.
+  GemmCall<T> call{false, false, m, n, k, T(1), x, k, w, n, T(0), y, n, bias};
+  gemmBatch<T>(std::span<const GemmCall<T>>(&call, 1));
 }
 
 template <typename T>
 void linearGrad(const T *x, const T *w, const T *dy, int64_t m, int64_t k,
                 int64_t n, T *dx, T *dw) {
+  // dx and dw are independent: one parallel region for both.
+  GemmCall<T> calls[2];
+  int count = 0;
   if (dx)
-    gemm<T>(false, true, m, k, n, T(1), dy, n, w, n, T(0), dx, k);
+    calls[count++] = {false, true, m, k, n, T(1), dy, n, w, n, T(0), dx, k};
   if (dw)
-    gemm<T>(true, false, k, n, m, T(1), x, k, dy, n, T(0), dw, n);
+    calls[count++] = {true, false, k, n, m, T(1), x, k, dy, n, T(0), dw, n};
+  gemmBatch<T>(std::span<const GemmCall<T>>(calls, count));
 }
 
 template <typename T>

@@ -1,6 +1,7 @@
 //===- DenseLoss.cpp - cross_entropy and its gradient ---------------------===//
 
 #include "runtime/backends/cpu/kernels/DenseKernels.h"
+#include "runtime/backends/cpu/kernels/Parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -44,7 +45,7 @@ Status crossEntropy(const T *logits, const int32_t *labels, int64_t rows,
   // Per-row losses, then one ordered sum: deterministic under any thread
   // count.
   std::vector<double> rowLoss(rows, 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(rows * vocab))
   for (int64_t r = 0; r < rows; ++r) {
     if (labels[r] == ignoreIndex)
       continue;
@@ -71,7 +72,7 @@ Status crossEntropyGrad(const T *logits, const int32_t *labels, int64_t rows,
     return count.status();
   const double factor =
       *count ? static_cast<double>(dloss) / static_cast<double>(*count) : 0.0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(rows * vocab))
   for (int64_t r = 0; r < rows; ++r) {
     T *g = dlogits + r * vocab;
     if (labels[r] == ignoreIndex) {

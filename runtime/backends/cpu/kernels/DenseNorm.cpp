@@ -1,6 +1,7 @@
 //===- DenseNorm.cpp - layer_norm and softmax kernels ---------------------===//
 
 #include "runtime/backends/cpu/kernels/DenseKernels.h"
+#include "runtime/backends/cpu/kernels/Parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -29,7 +30,7 @@ void rowStatsImpl(const T *x, int64_t dim, double epsilon, double &mean,
 template <typename T>
 void layerNorm(const T *x, const T *gamma, const T *beta, int64_t rows,
                int64_t dim, double epsilon, T *y) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(rows * dim))
   for (int64_t r = 0; r < rows; ++r) {
     const T *xr = x + r * dim;
     T *yr = y + r * dim;
@@ -48,7 +49,7 @@ void layerNormGrad(const T *x, const T *gamma, const T *dy, int64_t rows,
   std::vector<double> stats(2 * rows);
   // With x̂ = (x − mean)·rstd and g = dy ⊙ gamma:
   //   dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂)).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(rows * dim))
   for (int64_t r = 0; r < rows; ++r) {
     const T *xr = x + r * dim;
     const T *dyr = dy + r * dim;
@@ -74,7 +75,7 @@ void layerNormGrad(const T *x, const T *gamma, const T *dy, int64_t rows,
   // rows in order (no racing reduction); blocks keep the reads row-major.
   constexpr int64_t kBlock = 64;
   const int64_t numBlocks = (dim + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(rows * dim))
   for (int64_t blk = 0; blk < numBlocks; ++blk) {
     const int64_t c0 = blk * kBlock, width = std::min(kBlock, dim - c0);
     double sg[kBlock] = {}, sb[kBlock] = {};
@@ -99,7 +100,8 @@ template <typename T> void softmax(const T *x, AxisSplit split, T *y) {
   const int64_t n = split.axisSize, inner = split.inner;
   if (n == 0)
     return; // an empty axis has no maximum to read
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(                                             \
+    static) if (worthThreads(split.outer * inner * n))
   for (int64_t line = 0; line < split.outer * inner; ++line) {
     const int64_t base = (line / inner) * n * inner + line % inner;
     T maxv = x[base];
@@ -120,7 +122,8 @@ template <typename T> void softmax(const T *x, AxisSplit split, T *y) {
 template <typename T>
 void softmaxGrad(const T *y, const T *dy, AxisSplit split, T *dx) {
   const int64_t n = split.axisSize, inner = split.inner;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(                                             \
+    static) if (worthThreads(split.outer * inner * n))
   for (int64_t line = 0; line < split.outer * inner; ++line) {
     const int64_t base = (line / inner) * n * inner + line % inner;
     double dot = 0;

@@ -1,6 +1,7 @@
 //===- DenseOptimizer.cpp - AdamW and global-norm gradient clipping -------===//
 
 #include "runtime/backends/cpu/kernels/DenseKernels.h"
+#include "runtime/backends/cpu/kernels/Parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -33,7 +34,7 @@ Status adamw(const T *param, const T *grad, const T *m, const T *v, int64_t n,
   const double stepSize = config.lr / bc1;
   const double b1 = config.beta1, b2 = config.beta2, eps = config.epsilon;
   const double gradScale = config.gradScale;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(n))
   for (int64_t i = 0; i < n; ++i) {
     const double g = static_cast<double>(grad[i]) * gradScale;
     const double mi = b1 * static_cast<double>(m[i]) + (1 - b1) * g;

@@ -1,6 +1,7 @@
 //===- MoeDispatch.cpp - moe.dispatch, moe.combine and their gradients ----===//
 #include "runtime/backends/cpu/kernels/MoeCommon.h"
 #include "runtime/backends/cpu/kernels/MoeKernels.h"
+#include "runtime/backends/cpu/kernels/Parallel.h"
 
 #include <algorithm>
 #include <vector>
@@ -94,7 +95,7 @@ Status moeDispatchGrad(const T *dRouted, const int32_t *positions,
       checkPositions(op, positions, numTokens, topK, numRows));
   const int64_t K = topK, D = modelDim;
   // Each token sums its own copies in choice order: no shared writes.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(numTokens * D))
   for (int64_t t = 0; t < numTokens; ++t) {
     T *out = dx + t * D;
     std::fill(out, out + D, T(0));
@@ -131,7 +132,7 @@ Status moeCombine(const T *expertOut, const int32_t *positions,
   FLEXMOE_RETURN_IF_ERROR(
       checkPositions(op, positions, numTokens, topK, numRows));
   const int64_t K = topK, D = modelDim;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(numTokens * D))
   for (int64_t t = 0; t < numTokens; ++t) {
     T *out = y + t * D;
     std::fill(out, out + D, T(0));
@@ -171,7 +172,7 @@ Status moeCombineGrad(const T *expertOut, const int32_t *positions,
                     ", choice ", i % K, "; positions must be distinct");
     reader[p] = i;
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worthThreads(numRows * D))
   for (int64_t r = 0; r < numRows; ++r) {
     T *out = dExpertOut + r * D;
     const int64_t i = reader[r];

@@ -1,17 +1,18 @@
 //===- MoeExperts.cpp - moe.experts and moe.experts_grad ------------------===//
 //
 // A grouped FFN: one pair of GEMMs per group (expert or slot) on that group's
-// rows. Large groups run one after another, so that OpenBLAS spreads each GEMM
-// over every core, with the bias and activation passes OpenMP-parallel over
-// rows. Many small groups (one process holding all experts of a small model)
-// would leave OpenBLAS's threads idle, so they run in parallel across groups
-// instead. Either way each group's arithmetic is the same, so the results do
-// not depend on the schedule.
+// rows. Each stage runs every group's GEMMs together in one parallel region
+// (gemmBatch: each GEMM cut into blocks that depend on its shape only, all
+// blocks of all groups shared out), so many small groups and few large ones
+// both keep the threads busy, and the results do not depend on the thread
+// count.
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/backends/cpu/kernels/Blas.h"
+#include "runtime/backends/cpu/kernels/FastMath.h"
 #include "runtime/backends/cpu/kernels/MoeCommon.h"
 #include "runtime/backends/cpu/kernels/MoeKernels.h"
+#include "runtime/backends/cpu/kernels/Scratch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -80,7 +81,7 @@ template <typename T> T activate(MoeActivation act, T a) {
   if (act == MoeActivation::Relu)
     return a > T(0) ? a : T(0);
   const T inner = T(kSqrt2OverPi) * (a + T(kGeluCubic) * a * a * a);
-  return T(0.5) * a * (T(1) + std::tanh(inner));
+  return T(0.5) * a * (T(1) + tanhApprox(inner));
 }
 
 /// d act(a) / da (relu's derivative at 0 is taken as 0).
@@ -88,41 +89,88 @@ template <typename T> T activateDerivative(MoeActivation act, T a) {
   if (act == MoeActivation::Relu)
     return a > T(0) ? T(1) : T(0);
   const T inner = T(kSqrt2OverPi) * (a + T(kGeluCubic) * a * a * a);
-  const T th = std::tanh(inner);
+  const T th = tanhApprox(inner);
   const T dInner = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * a * a);
   return T(0.5) * (T(1) + th) + T(0.5) * a * (T(1) - th * th) * dInner;
 }
 
-/// Below this many rows per group on average, threads take whole groups.
-constexpr int64_t kMinRowsPerGroupForBlasThreads = 128;
-
-bool groupsInParallel(const GroupLayout &layout) {
-  const int64_t G = static_cast<int64_t>(layout.start.size());
-  return G > 1 && layout.totalRows < kMinRowsPerGroupForBlasThreads * G;
+/// out[i] = act(in[i]); in and out may be the same. One loop per activation
+/// so that each vectorises.
+template <typename T>
+void applyActivation(MoeActivation act, const T *in, int64_t n, T *out) {
+  if (act == MoeActivation::Relu) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = activate(MoeActivation::Relu, in[i]);
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = activate(MoeActivation::Gelu, in[i]);
+  }
 }
 
-/// preact[rows of g] = routed[rows of g]·w1[g] + b1[g], packed by group.
+/// Where group g's rows start: in `routed`-like buffers (start) or in the
+/// packed scratch buffers (hiddenStart).
+int64_t rowStart(const GroupLayout &layout, int64_t g, bool packed) {
+  return packed ? layout.hiddenStart[g] : layout.start[g];
+}
+
+/// preact[rows of g] = routed[rows of g]·w1[g] + b1[g], packed by group: all
+/// groups' GEMMs in one parallel region.
 template <typename T>
 void firstLayer(const GroupLayout &layout, const int32_t *counts,
                 const T *routed, const T *w1, const T *b1, int64_t D, int64_t H,
-                T *preact, bool byGroup) {
-  const int64_t G = static_cast<int64_t>(layout.start.size());
-#pragma omp parallel for schedule(dynamic, 1) if (byGroup)
-  for (int64_t g = 0; g < G; ++g) {
-    const int64_t n = counts[g];
-    if (n == 0)
-      continue;
-    T *a = preact + layout.hiddenStart[g] * H;
-    const T *bias = b1 + g * H;
+                T *preact) {
+  std::vector<GemmCall<T>> calls;
+  for (size_t g = 0; g < layout.start.size(); ++g)
+    if (counts[g] > 0)
+      calls.push_back({false, false, counts[g], H, D, T(1),
+                       routed + layout.start[g] * D, D, w1 + g * D * H, H, T(0),
+                       preact + layout.hiddenStart[g] * H, H, b1 + g * H});
+  gemmBatch<T>(calls);
+}
+
+/// Zeroes the rows of `rows` ([numRows, width]) that belong to no group.
+template <typename T>
+void zeroRowsOutsideGroups(const GroupLayout &layout, const int32_t *counts,
+                           int64_t numRows, int64_t width, T *rows) {
+  const std::vector<char> inGroup = rowsInGroups(layout, counts, numRows);
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < n; ++r)
-      std::copy(bias, bias + H, a + r * H);
-    gemm<T>(false, false, n, H, D, T(1), routed + layout.start[g] * D, D,
-            w1 + g * D * H, H, T(1), a, H);
+  for (int64_t r = 0; r < numRows; ++r)
+    if (!inGroup[r])
+      std::fill(rows + r * width, rows + (r + 1) * width, T(0));
+}
+
+/// out[g][c] = Σ_r data[row r of group g][c], in row order (deterministic),
+/// for every group (0 for an empty one), in one parallel region: tasks are
+/// (group, block of columns), and walk the rows so that reads are contiguous.
+template <typename T>
+void groupColumnSums(const GroupLayout &layout, const int32_t *counts,
+                     const T *data, bool packed, int64_t width, T *out) {
+  constexpr int64_t kBlock = 64;
+  const int64_t G = static_cast<int64_t>(layout.start.size());
+  const int64_t blocks = (width + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t task = 0; task < G * blocks; ++task) {
+    const int64_t g = task / blocks, blk = task % blocks;
+    const int64_t c0 = blk * kBlock, c1 = std::min(width, c0 + kBlock);
+    T *sum = out + g * width;
+    std::fill(sum + c0, sum + c1, T(0));
+    const T *rows = data + rowStart(layout, g, packed) * width;
+    for (int64_t r = 0; r < counts[g]; ++r) {
+      const T *row = rows + r * width;
+      for (int64_t c = c0; c < c1; ++c)
+        sum[c] += row[c];
+    }
   }
 }
 
 } // namespace
+
+// Every stage below is one parallel region for all groups together (GEMMs
+// through gemmBatch), so a layer costs a handful of fork-joins rather than a
+// few per expert: on a loaded machine each fork-join can wait a scheduler
+// time slice for a descheduled thread.
 
 template <typename T>
 Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
@@ -136,47 +184,19 @@ Status moeExperts(const T *routed, const int32_t *counts, const T *w1,
   const GroupLayout &layout = *layoutOr;
   const int64_t D = modelDim, H = hiddenDim, G = numGroups;
 
-  std::vector<T> hidden(static_cast<size_t>(layout.totalRows * H));
-  const bool byGroup = groupsInParallel(layout);
-  firstLayer(layout, counts, routed, w1, b1, D, H, hidden.data(), byGroup);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < layout.totalRows * H; ++i)
-    hidden[i] = activate(activation, hidden[i]);
+  T *hidden = scratch<T>(ScratchSlot::ExpertsHidden, layout.totalRows * H);
+  firstLayer(layout, counts, routed, w1, b1, D, H, hidden);
+  applyActivation(activation, hidden, layout.totalRows * H, hidden);
+  zeroRowsOutsideGroups(layout, counts, numRows, D, out);
 
-  const std::vector<char> inGroup = rowsInGroups(layout, counts, numRows);
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < numRows; ++r)
-    if (!inGroup[r])
-      std::fill(out + r * D, out + (r + 1) * D, T(0));
-
-#pragma omp parallel for schedule(dynamic, 1) if (byGroup)
-  for (int64_t g = 0; g < G; ++g) {
-    const int64_t n = counts[g];
-    if (n == 0)
-      continue;
-    T *y = out + layout.start[g] * D;
-    const T *bias = b2 + g * D;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < n; ++r)
-      std::copy(bias, bias + D, y + r * D);
-    gemm<T>(false, false, n, D, H, T(1),
-            hidden.data() + layout.hiddenStart[g] * H, H, w2 + g * H * D, D,
-            T(1), y, D);
-  }
+  std::vector<GemmCall<T>> calls;
+  for (int64_t g = 0; g < G; ++g)
+    if (counts[g] > 0)
+      calls.push_back({false, false, counts[g], D, H, T(1),
+                       hidden + layout.hiddenStart[g] * H, H, w2 + g * H * D, D,
+                       T(0), out + layout.start[g] * D, D, b2 + g * D});
+  gemmBatch<T>(calls);
   return Status::ok();
-}
-
-/// out[c] = Σ_r rows[r][c] over n rows, in row order (deterministic),
-/// parallel over columns.
-template <typename T>
-static void columnSums(const T *rows, int64_t n, int64_t width, T *out) {
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < width; ++c) {
-    T sum = 0;
-    for (int64_t r = 0; r < n; ++r)
-      sum += rows[r * width + c];
-    out[c] = sum;
-  }
 }
 
 template <typename T>
@@ -197,52 +217,60 @@ Status moeExpertsGrad(const T *routed, const int32_t *counts, const T *w1,
   const int64_t total = layout.totalRows;
 
   // Recompute: preact = x·w1 + b1 (kept for act'), hidden = act(preact).
-  std::vector<T> preact(static_cast<size_t>(total * H));
-  std::vector<T> hidden(static_cast<size_t>(total * H));
-  const bool byGroup = groupsInParallel(layout);
-  firstLayer(layout, counts, routed, w1, b1, D, H, preact.data(), byGroup);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < total * H; ++i)
-    hidden[i] = activate(activation, preact[i]);
+  T *preact = scratch<T>(ScratchSlot::ExpertsPreact, total * H);
+  T *hidden = scratch<T>(ScratchSlot::ExpertsHidden, total * H);
+  T *dAct = scratch<T>(ScratchSlot::ExpertsGradAct, total * H);
+  firstLayer(layout, counts, routed, w1, b1, D, H, preact);
+  applyActivation(activation, preact, total * H, hidden);
+  zeroRowsOutsideGroups(layout, counts, numRows, D, dRouted);
+  // Empty groups get zero weight gradients (their bias gradients come out
+  // of groupColumnSums as 0).
+  for (int64_t g = 0; g < G; ++g)
+    if (counts[g] == 0) {
+      std::fill(dw1 + g * D * H, dw1 + (g + 1) * D * H, T(0));
+      std::fill(dw2 + g * H * D, dw2 + (g + 1) * H * D, T(0));
+    }
 
-  const std::vector<char> inGroup = rowsInGroups(layout, counts, numRows);
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < numRows; ++r)
-    if (!inGroup[r])
-      std::fill(dRouted + r * D, dRouted + (r + 1) * D, T(0));
-
-#pragma omp parallel for schedule(dynamic, 1) if (byGroup)
+  groupColumnSums(layout, counts, dy, /*packed=*/false, D, db2);
+  // dw2 = hᵀ·dy and dh = dy·w2ᵀ (into dAct), every group at once.
+  std::vector<GemmCall<T>> calls;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t n = counts[g];
-    T *gw1 = dw1 + g * D * H, *gb1 = db1 + g * H;
-    T *gw2 = dw2 + g * H * D, *gb2 = db2 + g * D;
-    if (n == 0) {
-      std::fill(gw1, gw1 + D * H, T(0));
-      std::fill(gb1, gb1 + H, T(0));
-      std::fill(gw2, gw2 + H * D, T(0));
-      std::fill(gb2, gb2 + D, T(0));
+    if (n == 0)
       continue;
-    }
-    const T *x = routed + layout.start[g] * D;
     const T *gy = dy + layout.start[g] * D;
-    T *h = hidden.data() + layout.hiddenStart[g] * H;
-    const T *a = preact.data() + layout.hiddenStart[g] * H;
-
-    columnSums(gy, n, D, gb2);
-    // dw2 = hᵀ·dy.
-    gemm<T>(true, false, H, D, n, T(1), h, H, gy, D, T(0), gw2, D);
-    // The hidden activations are no longer needed: reuse their storage for
-    // dh = dy·w2ᵀ, then da = dh ⊙ act'(preact).
-    gemm<T>(false, true, n, H, D, T(1), gy, D, w2 + g * H * D, D, T(0), h, H);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n * H; ++i)
-      h[i] *= activateDerivative(activation, a[i]);
-    columnSums(h, n, H, gb1);
-    // dw1 = xᵀ·da, dx = da·w1ᵀ.
-    gemm<T>(true, false, D, H, n, T(1), x, D, h, H, T(0), gw1, H);
-    gemm<T>(false, true, n, D, H, T(1), h, H, w1 + g * D * H, H, T(0),
-            dRouted + layout.start[g] * D, D);
+    const int64_t hs = layout.hiddenStart[g] * H;
+    calls.push_back({true, false, H, D, n, T(1), hidden + hs, H, gy, D, T(0),
+                     dw2 + g * H * D, D});
+    calls.push_back({false, true, n, H, D, T(1), gy, D, w2 + g * H * D, D, T(0),
+                     dAct + hs, H});
   }
+  gemmBatch<T>(calls);
+  // da = dh ⊙ act'(preact).
+  if (activation == MoeActivation::Relu) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < total * H; ++i)
+      dAct[i] *= activateDerivative(MoeActivation::Relu, preact[i]);
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < total * H; ++i)
+      dAct[i] *= activateDerivative(MoeActivation::Gelu, preact[i]);
+  }
+  groupColumnSums(layout, counts, dAct, /*packed=*/true, H, db1);
+  // dw1 = xᵀ·da and dx = da·w1ᵀ.
+  calls.clear();
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t n = counts[g];
+    if (n == 0)
+      continue;
+    const T *x = routed + layout.start[g] * D;
+    const T *da = dAct + layout.hiddenStart[g] * H;
+    calls.push_back(
+        {true, false, D, H, n, T(1), x, D, da, H, T(0), dw1 + g * D * H, H});
+    calls.push_back({false, true, n, D, H, T(1), da, H, w1 + g * D * H, H, T(0),
+                     dRouted + layout.start[g] * D, D});
+  }
+  gemmBatch<T>(calls);
   return Status::ok();
 }
 
