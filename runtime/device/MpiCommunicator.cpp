@@ -188,11 +188,13 @@ MpiCommunicator::create(MPI_Comm comm, MpiCommunicatorOptions options) {
   MPI_Comm_size(comm, &size);
   // Non-blocking duplicates, so even setting up cannot wait forever on a
   // rank that never arrives.
-  MPI_Comm dup = MPI_COMM_NULL, control = MPI_COMM_NULL;
-  MPI_Request requests[2];
-  int code = MPI_Comm_idup(comm, &dup, &requests[0]);
+  // On the heap: after a timeout MPI may still write the new handles, so a
+  // failed set-up leaks them rather than let MPI write a dead stack frame.
+  auto *handles = new MPI_Comm[2]{MPI_COMM_NULL, MPI_COMM_NULL};
+  MPI_Request requests[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  int code = MPI_Comm_idup(comm, &handles[0], &requests[0]);
   if (code == MPI_SUCCESS)
-    code = MPI_Comm_idup(comm, &control, &requests[1]);
+    code = MPI_Comm_idup(comm, &handles[1], &requests[1]);
   if (code != MPI_SUCCESS)
     return errorf("rank ", rank,
                   ": communicator set-up: ", mpiErrorString(code));
@@ -207,6 +209,8 @@ MpiCommunicator::create(MPI_Comm comm, MpiCommunicatorOptions options) {
   if (code != MPI_SUCCESS)
     return errorf("rank ", rank,
                   ": communicator set-up: ", mpiErrorString(code));
+  MPI_Comm dup = handles[0], control = handles[1];
+  delete[] handles;
   MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
   MPI_Comm_set_errhandler(control, MPI_ERRORS_RETURN);
   return std::unique_ptr<MpiCommunicator>(
