@@ -13,6 +13,8 @@
 //   --hang-at-setup R
 //                   rank R sleeps forever before creating the communicator;
 //                   the others time out in its set-up and abort the job
+//   --reinit        initialises MPI, finalises it and initialises it again:
+//                   a clear error, exit code 2 (run it without mpirun)
 //   --mismatched-recv
 //                   rank 1 receives 16 bytes where rank 0 sends 8, then 8
 //                   where it sends 16: a short message and an MPI error
@@ -466,6 +468,26 @@ int usage(const std::string &problem) {
 } // namespace
 
 int main(int argc, char **argv) {
+  // --reinit: MPI cannot be initialised again once finalised; the second
+  // MpiEnvironment must say so instead of crashing.
+  if (argc == 2 && std::string(argv[1]) == "--reinit") {
+    {
+      auto first = device::MpiEnvironment::init(&argc, &argv);
+      if (!first) {
+        std::fprintf(stderr, "flexmoe-comm-test: %s\n",
+                     first.status().message().c_str());
+        return 1;
+      }
+    }
+    auto second = device::MpiEnvironment::init(&argc, &argv);
+    if (second) {
+      std::fprintf(stderr, "flexmoe-comm-test: MPI initialised twice\n");
+      return 1;
+    }
+    std::fprintf(stderr, "flexmoe-comm-test: %s\n",
+                 second.status().message().c_str());
+    return 2;
+  }
   StatusOr<std::unique_ptr<device::MpiEnvironment>> env =
       device::MpiEnvironment::init(&argc, &argv);
   if (!env) {
