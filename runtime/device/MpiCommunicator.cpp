@@ -24,6 +24,8 @@ constexpr int64_t kMaxChunk = int64_t(1) << 30;
 /// Tags on the control communicator and of MPI_Comm_create_group.
 constexpr int kHandshakeTag = 1;
 constexpr int kGroupTag = 2;
+/// How a timeout's message ends.
+constexpr const char *kMayHaveFailed = " s (another rank may have failed)";
 
 /// Set once any communicator of this process fails: MPI_Finalize is no
 /// longer safe (it waits for ranks that may be gone).
@@ -188,11 +190,13 @@ MpiCommunicator::create(MPI_Comm comm, MpiCommunicatorOptions options) {
   MPI_Comm_size(comm, &size);
   // Non-blocking duplicates, so even setting up cannot wait forever on a
   // rank that never arrives.
-  MPI_Comm dup = MPI_COMM_NULL, control = MPI_COMM_NULL;
-  MPI_Request requests[2];
-  int code = MPI_Comm_idup(comm, &dup, &requests[0]);
+  // On the heap: after a timeout MPI may still write the new handles, so a
+  // failed set-up leaks them rather than let MPI write a dead stack frame.
+  auto *handles = new MPI_Comm[2]{MPI_COMM_NULL, MPI_COMM_NULL};
+  MPI_Request requests[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  int code = MPI_Comm_idup(comm, &handles[0], &requests[0]);
   if (code == MPI_SUCCESS)
-    code = MPI_Comm_idup(comm, &control, &requests[1]);
+    code = MPI_Comm_idup(comm, &handles[1], &requests[1]);
   if (code != MPI_SUCCESS)
     return errorf("rank ", rank,
                   ": communicator set-up: ", mpiErrorString(code));
@@ -203,10 +207,12 @@ MpiCommunicator::create(MPI_Comm comm, MpiCommunicatorOptions options) {
     return errorf("rank ", rank,
                   ": communicator set-up did not complete "
                   "within ",
-                  formatSeconds(timeout), " s (another rank may have failed)");
+                  formatSeconds(timeout), kMayHaveFailed);
   if (code != MPI_SUCCESS)
     return errorf("rank ", rank,
                   ": communicator set-up: ", mpiErrorString(code));
+  MPI_Comm dup = handles[0], control = handles[1];
+  delete[] handles;
   MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
   MPI_Comm_set_errhandler(control, MPI_ERRORS_RETURN);
   return std::unique_ptr<MpiCommunicator>(
@@ -251,9 +257,9 @@ Status MpiCommunicator::wait(std::span<MPI_Request> requests, const char *what,
                              MPI_Status *statuses) {
   int code = pollUntil(requests, deadlineAfter(timeoutSeconds_), statuses);
   if (code == -1) {
-    Status status = errorf(
-        "rank ", rank_, ": ", what, " did not complete within ",
-        formatSeconds(timeoutSeconds_), " s (another rank may have failed)");
+    Status status =
+        errorf("rank ", rank_, ": ", what, " did not complete within ",
+               formatSeconds(timeoutSeconds_), kMayHaveFailed);
     failure_ = status;
     anyFailure = true;
     return status;
@@ -384,9 +390,9 @@ Status MpiCommunicator::allReduce(float *data, int64_t count, ReduceOp op) {
       [this](int c, const char *w) { return check(c, w); },
       [this](std::span<MPI_Request> r, const char *w) { return wait(r, w); }));
   if (op == ReduceOp::Mean) {
-    float scale = 1.0f / static_cast<float>(size_);
+    float ranks = static_cast<float>(size_);
     for (int64_t i = 0; i < count; ++i)
-      data[i] *= scale;
+      data[i] /= ranks;
   }
   return Status::ok();
 }
@@ -413,9 +419,11 @@ StatusOr<MPI_Comm> MpiCommunicator::groupComm(std::span<const int32_t> ranks) {
   // with each member first bounds that wait by our deadline.
   std::vector<MPI_Request> requests;
   handshake_.assign(2 * ranks.size(), rank_);
+  std::vector<int32_t> peers;
   for (size_t i = 0; i < ranks.size(); ++i) {
     if (ranks[i] == rank_)
       continue;
+    peers.push_back(ranks[i]);
     MPI_Request request;
     FLEXMOE_RETURN_IF_ERROR(
         check(MPI_Irecv(&handshake_[2 * i], 1, MPI_INT, ranks[i], kHandshakeTag,
@@ -428,7 +436,22 @@ StatusOr<MPI_Comm> MpiCommunicator::groupComm(std::span<const int32_t> ranks) {
               name.c_str()));
     requests.push_back(request);
   }
-  FLEXMOE_RETURN_IF_ERROR(wait(requests, name.c_str()));
+  if (Status status = wait(requests, name.c_str()); !status.isOk()) {
+    // Unlike a collective's, a handshake's timeout knows who is missing:
+    // the members whose message never came.
+    std::vector<int32_t> silent;
+    for (size_t k = 0; k < peers.size(); ++k)
+      if (requests[2 * k] != MPI_REQUEST_NULL)
+        silent.push_back(peers[k]);
+    if (silent.empty() || !status.message().ends_with(kMayHaveFailed))
+      return status;
+    std::string who = silent.size() == 1 ? "rank " + std::to_string(silent[0])
+                                         : "ranks " + formatRanks(silent);
+    failure_ = errorf("rank ", rank_, ": ", name, " did not complete within ",
+                      formatSeconds(timeoutSeconds_), " s: no word from ", who,
+                      " (failed, or waiting for another rank)");
+    return *failure_;
+  }
 
   MPI_Group all, members;
   FLEXMOE_RETURN_IF_ERROR(check(MPI_Comm_group(comm_, &all), name.c_str()));

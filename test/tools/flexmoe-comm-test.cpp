@@ -6,8 +6,15 @@
 //
 //   --die-rank R    rank R exits(3) before a collective; the others must end
 //                   with a clear message in bounded time
-//   --hang-rank R   rank R sleeps forever instead of joining; the others time
-//                   out (FLEXMOE_COMM_TIMEOUT) and abort the job
+//   --hang-rank R [--hang-before all_gather|group_sum]
+//                   rank R sleeps forever instead of joining the all-gather
+//                   (or the replica group sums); the others time out
+//                   (FLEXMOE_COMM_TIMEOUT) and abort the job
+//   --hang-at-setup R
+//                   rank R sleeps forever before creating the communicator;
+//                   the others time out in its set-up and abort the job
+//   --reinit        initialises MPI, finalises it and initialises it again:
+//                   a clear error, exit code 2 (run it without mpirun)
 //   --mismatched-recv
 //                   rank 1 receives 16 bytes where rank 0 sends 8, then 8
 //                   where it sends 16: a short message and an MPI error
@@ -449,7 +456,9 @@ int runMismatchedRecv(MpiCommunicator &comm) {
 int usage(const std::string &problem) {
   std::fprintf(stderr,
                "flexmoe-comm-test: %s\nusage: flexmoe-comm-test [--die-rank "
-               "R | --hang-rank R | --mismatched-recv | --executor W.fmoe "
+               "R | --hang-rank R [--hang-before C] | --hang-at-setup R | "
+               "--mismatched-recv | "
+               "--executor W.fmoe "
                "--reference W1.fmoe "
                "[--steps N] [--tolerance X]]\n",
                problem.c_str());
@@ -459,6 +468,26 @@ int usage(const std::string &problem) {
 } // namespace
 
 int main(int argc, char **argv) {
+  // --reinit: MPI cannot be initialised again once finalised; the second
+  // MpiEnvironment must say so instead of crashing.
+  if (argc == 2 && std::string(argv[1]) == "--reinit") {
+    {
+      auto first = device::MpiEnvironment::init(&argc, &argv);
+      if (!first) {
+        std::fprintf(stderr, "flexmoe-comm-test: %s\n",
+                     first.status().message().c_str());
+        return 1;
+      }
+    }
+    auto second = device::MpiEnvironment::init(&argc, &argv);
+    if (second) {
+      std::fprintf(stderr, "flexmoe-comm-test: MPI initialised twice\n");
+      return 1;
+    }
+    std::fprintf(stderr, "flexmoe-comm-test: %s\n",
+                 second.status().message().c_str());
+    return 2;
+  }
   StatusOr<std::unique_ptr<device::MpiEnvironment>> env =
       device::MpiEnvironment::init(&argc, &argv);
   if (!env) {
@@ -466,9 +495,10 @@ int main(int argc, char **argv) {
                  env.status().message().c_str());
     return 1;
   }
-  int64_t dieRank = -1, hangRank = -1, steps = 3;
+  int64_t dieRank = -1, hangRank = -1, hangAtSetup = -1, steps = 3;
   double tolerance = 1e-5;
   bool mismatchedRecv = false;
+  std::string hangAt = "all_gather";
   std::string program, reference;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -476,12 +506,18 @@ int main(int argc, char **argv) {
       return i + 1 < argc ? argv[++i] : nullptr;
     };
     const char *v = nullptr;
-    if ((arg == "--die-rank" || arg == "--hang-rank" || arg == "--steps" ||
-         arg == "--executor" || arg == "--reference" || arg == "--tolerance") &&
+    if ((arg == "--die-rank" || arg == "--hang-rank" ||
+         arg == "--hang-at-setup" || arg == "--hang-before" ||
+         arg == "--steps" || arg == "--executor" || arg == "--reference" ||
+         arg == "--tolerance") &&
         !(v = value()))
       return usage(arg + " needs a value");
     if (arg == "--die-rank")
       dieRank = std::atoll(v);
+    else if (arg == "--hang-before")
+      hangAt = v;
+    else if (arg == "--hang-at-setup")
+      hangAtSetup = std::atoll(v);
     else if (arg == "--hang-rank")
       hangRank = std::atoll(v);
     else if (arg == "--steps")
@@ -501,7 +537,22 @@ int main(int argc, char **argv) {
     return usage("--executor and --reference go together");
   if (steps < 1)
     return usage("--steps must be at least 1");
+  if (hangAt != "all_gather" && hangAt != "group_sum")
+    return usage("--hang-before must be all_gather or group_sum, got '" +
+                 hangAt + "'");
 
+  if (hangAtSetup >= 0) {
+    int worldRank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &worldRank);
+    if (worldRank == hangAtSetup) {
+      std::fprintf(stderr,
+                   "flexmoe-comm-test: rank %d hangs before the communicator "
+                   "set-up (--hang-at-setup)\n",
+                   worldRank);
+      while (true)
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }
   StatusOr<std::unique_ptr<MpiCommunicator>> created =
       MpiCommunicator::create();
   if (!created) {
@@ -528,22 +579,26 @@ int main(int argc, char **argv) {
                  static_cast<long long>(r));
     std::exit(3);
   }
-  if (r == hangRank) {
+  auto hangBefore = [&](const std::string &collective) {
+    if (r != hangRank || collective != hangAt)
+      return;
     std::fprintf(stderr,
                  "flexmoe-comm-test: rank %lld hangs instead of joining the "
-                 "all_gather (--hang-rank)\n",
-                 static_cast<long long>(r));
+                 "%s (--hang-rank)\n",
+                 static_cast<long long>(r), collective.c_str());
     while (true)
       std::this_thread::sleep_for(std::chrono::seconds(1));
-  }
+  };
 
   if (mismatchedRecv)
     return runMismatchedRecv(comm);
 
   Checker check(r);
+  hangBefore("all_gather");
   testAllGather(comm, check);
   testAllToAllV(comm, check);
   testAllReduce(comm, check);
+  hangBefore("group_sum");
   testGroupSum(comm, check);
   testBroadcast(comm, check);
   testRing(comm, check);
