@@ -116,6 +116,7 @@ llvm::Error flexmoe::validateCompileOptions(const CompileOptions &options) {
         {"--seq-len", options.seqLen.has_value()},
         {"--layers", options.numLayers.has_value()},
         {"--dropout", options.dropout.has_value()},
+        {"--aux-loss-coef", options.auxLossCoef.has_value()},
     };
     for (auto [flag, given] : presetOnly)
       if (given)
@@ -168,6 +169,8 @@ flexmoe::resolveModelConfig(const CompileOptions &options) {
     config->numLayers = *options.numLayers;
   if (options.dropout)
     config->dropout = *options.dropout;
+  if (options.auxLossCoef)
+    config->auxLossCoef = *options.auxLossCoef;
   if (llvm::Error error = models::validateGPTMoEConfig(*config))
     return std::move(error);
   if (options.worldSize >= 1 && config->batchSize % options.worldSize != 0)

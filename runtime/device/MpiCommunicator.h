@@ -59,11 +59,14 @@ public:
   /// same variables): without one MPI runs a world of one rank.
   bool underLauncher() const { return underLauncher_; }
 
+  /// Whether this process's environment says a launcher started it, before
+  /// MPI is initialised: a tool decides with it whether to use MPI at all.
+  static bool launcherInEnvironment();
+
 private:
   MpiEnvironment(bool owned, int threadLevel, bool underLauncher)
       : owned_(owned), threadLevel_(threadLevel),
         underLauncher_(underLauncher) {}
-  static bool launcherInEnvironment();
   bool owned_;
   int threadLevel_;
   bool underLauncher_;

@@ -31,18 +31,27 @@ Dtype dtypeOf(fb::ElementType type) {
 /// The host bytes of every tensor of `layout`, in checkpoint form.
 using HostTensors = std::vector<std::vector<std::byte>>;
 
-/// The slot data of every rank for one expert buffer. World size 1: the
-/// local slots are all there is. Larger worlds need an all-gather of the
-/// slots over the Communicator (runtime/device has none for raw bytes yet).
+/// Every rank's expert slots of one buffer, on rank 0 (point to point: the
+/// bytes go to the one rank that writes). Other ranks get only their own.
+constexpr int kGatherTag = 0x636b; // "ck"
+
 StatusOr<std::vector<std::vector<std::byte>>>
 gatherSlots(executor::Executor &executor, std::vector<std::byte> local) {
-  int64_t worldSize = executor.communicator().worldSize();
-  if (worldSize != 1)
-    return errorf("checkpoints are not supported yet at world size ", worldSize,
-                  " (needs the distributed runtime: the expert slots of "
-                  "other ranks are not local)");
+  device::Communicator &comm = executor.communicator();
   std::vector<std::vector<std::byte>> all;
+  if (comm.rank() != 0) {
+    FLEXMOE_RETURN_IF_ERROR(
+        comm.send(local.data(), local.size(), 0, kGatherTag));
+    all.push_back(std::move(local));
+    return all;
+  }
+  size_t bytes = local.size();
   all.push_back(std::move(local));
+  for (int64_t r = 1; r < comm.worldSize(); ++r) {
+    std::vector<std::byte> theirs(bytes);
+    FLEXMOE_RETURN_IF_ERROR(comm.recv(theirs.data(), bytes, r, kGatherTag));
+    all.push_back(std::move(theirs));
+  }
   return all;
 }
 
@@ -67,6 +76,10 @@ StatusOr<HostTensors> readTensors(executor::Executor &executor,
         gatherSlots(executor, std::move(host));
     if (!all)
       return all.status();
+    if (executor.communicator().rank() != 0) {
+      tensors.emplace_back(); // only rank 0 writes
+      continue;
+    }
     std::vector<std::span<const std::byte>> spans(all->begin(), all->end());
     StatusOr<std::vector<std::byte>> experts =
         expertsFromSlots(map, spans, expertBytes);
@@ -80,17 +93,14 @@ StatusOr<HostTensors> readTensors(executor::Executor &executor,
 StatusOr<SafetensorsWriter> makeWriter(executor::Executor &executor,
                                        const std::vector<LayoutEntry> &layout,
                                        const std::string &format) {
-  // Even a program without experts must not be saved by every rank at once:
-  // they would all write the same files.
-  int64_t worldSize = executor.communicator().worldSize();
-  if (worldSize != 1)
-    return errorf("checkpoints are not supported yet at world size ", worldSize,
-                  " (needs the distributed runtime: the expert slots of "
-                  "other ranks must be gathered and only rank 0 may write)");
+  // Every rank takes part in the gathers; only rank 0 writes (the others'
+  // writers stay empty).
   StatusOr<HostTensors> tensors = readTensors(executor, layout);
   if (!tensors)
     return tensors.status();
   SafetensorsWriter writer;
+  if (executor.communicator().rank() != 0)
+    return writer;
   for (size_t i = 0; i < layout.size(); ++i)
     FLEXMOE_RETURN_IF_ERROR(writer.add(layout[i].name, layout[i].dtype,
                                        layout[i].shape,
@@ -255,6 +265,60 @@ std::string flexmoe::train::layoutHash(const std::vector<LayoutEntry> &layout) {
   return hashString(hash);
 }
 
+namespace {
+
+/// Rank 0's outcome of a write, on every rank (a no-op at world size 1).
+Status agreeOnRankZero(executor::Executor &executor, Status written) {
+  device::Communicator &comm = executor.communicator();
+  if (comm.worldSize() == 1)
+    return written;
+  std::byte ok{written.isOk() ? uint8_t{1} : uint8_t{0}};
+  FLEXMOE_RETURN_IF_ERROR(comm.broadcast(&ok, 1, 0));
+  if (comm.rank() == 0 || ok == std::byte{1})
+    return written;
+  return Status::error("rank 0 could not write the files");
+}
+
+/// Rank 0's part of saveCheckpoint: the tensors, then the sidecar.
+Status writeCheckpoint(executor::Executor &executor, const std::string &path,
+                       const std::vector<LayoutEntry> &layout,
+                       const SafetensorsWriter &writer,
+                       const json &trainerState) {
+  const fb::Program &program = executor.program().program();
+  json sidecar = {
+      {"format", kCheckpointFormat},
+      {"format_version", kCheckpointFormatVersion},
+      {"program_name", str(program.name())},
+      {"program_hash",
+       hashString(fnv1a64(std::span(reinterpret_cast<const std::byte *>(
+                                        executor.program().bytes().data()),
+                                    executor.program().bytes().size())))},
+      {"layout_hash", layoutHash(layout)},
+      {"step", executor.stepsDone()},
+      {"world_size", executor.communicator().worldSize()},
+      {"tensors_file", baseName(checkpointTensorsPath(path))},
+      {"tensors_hash", hashString(writer.fileHash())},
+      {"num_tensors", writer.numTensors()},
+      {"trainer", trainerState},
+  };
+  std::string sidecarText = sidecar.dump(2) + "\n";
+
+  // The old sidecar goes first: while the tensors file is replaced, P is no
+  // checkpoint at all rather than a sidecar paired with the wrong tensors.
+  std::string tensorsPath = checkpointTensorsPath(path);
+  std::string sidecarPath = checkpointSidecarPath(path);
+  FLEXMOE_RETURN_IF_ERROR(removeIfExists(sidecarPath));
+  FLEXMOE_RETURN_IF_ERROR(writer.write(tensorsPath));
+  Status written = writeFileAtomically(sidecarPath, sidecarText);
+  if (!written) {
+    (void)removeIfExists(tensorsPath);
+    return written;
+  }
+  return Status::ok();
+}
+
+} // namespace
+
 Status flexmoe::train::saveCheckpoint(executor::Executor &executor,
                                       const std::string &path,
                                       const json &trainerState) {
@@ -269,37 +333,11 @@ Status flexmoe::train::saveCheckpoint(executor::Executor &executor,
       makeWriter(executor, *layout, kCheckpointFormat);
   if (!writer)
     return context(writer.status());
-
-  json sidecar = {
-      {"format", kCheckpointFormat},
-      {"format_version", kCheckpointFormatVersion},
-      {"program_name", str(program.name())},
-      {"program_hash",
-       hashString(fnv1a64(std::span(reinterpret_cast<const std::byte *>(
-                                        executor.program().bytes().data()),
-                                    executor.program().bytes().size())))},
-      {"layout_hash", layoutHash(*layout)},
-      {"step", executor.stepsDone()},
-      {"world_size", executor.communicator().worldSize()},
-      {"tensors_file", baseName(checkpointTensorsPath(path))},
-      {"tensors_hash", hashString(writer->fileHash())},
-      {"num_tensors", writer->numTensors()},
-      {"trainer", trainerState},
-  };
-  std::string sidecarText = sidecar.dump(2) + "\n";
-
-  // The old sidecar goes first: while the tensors file is replaced, P is no
-  // checkpoint at all rather than a sidecar paired with the wrong tensors.
-  std::string tensorsPath = checkpointTensorsPath(path);
-  std::string sidecarPath = checkpointSidecarPath(path);
-  FLEXMOE_RETURN_IF_ERROR(context(removeIfExists(sidecarPath)));
-  FLEXMOE_RETURN_IF_ERROR(context(writer->write(tensorsPath)));
-  Status written = writeFileAtomically(sidecarPath, sidecarText);
-  if (!written) {
-    (void)removeIfExists(tensorsPath);
-    return context(std::move(written));
-  }
-  return Status::ok();
+  Status written =
+      executor.communicator().rank() == 0
+          ? writeCheckpoint(executor, path, *layout, *writer, trainerState)
+          : Status::ok();
+  return context(agreeOnRankZero(executor, std::move(written)));
 }
 
 StatusOr<json> flexmoe::train::readCheckpointSidecar(const std::string &path) {
@@ -402,7 +440,9 @@ Status flexmoe::train::saveParameters(executor::Executor &executor,
       makeWriter(executor, *layout, "flexmoe-parameters");
   if (!writer)
     return context(writer.status());
-  return context(writer->write(path));
+  Status written =
+      executor.communicator().rank() == 0 ? writer->write(path) : Status::ok();
+  return context(agreeOnRankZero(executor, std::move(written)));
 }
 
 Status flexmoe::train::loadParameters(executor::Executor &executor,

@@ -11,8 +11,10 @@
 // checkpoint exists iff its sidecar does, and the sidecar carries the hash of
 // the tensors file it belongs to. docs/data-and-checkpoints.md has details.
 //
-// World size 1 only for saving: the expert slots of other ranks are not
-// local, and gathering them needs the distributed runtime.
+// At world size > 1 saving is collective: every rank sends its expert slots
+// to rank 0, which alone writes, and every rank returns rank 0's outcome.
+// Loading needs no communication: each rank reads the file and keeps its
+// own slots.
 //
 //===----------------------------------------------------------------------===//
 #ifndef FLEXMOE_RUNTIME_TRAIN_CHECKPOINT_H

@@ -93,6 +93,11 @@ cl::opt<int64_t> seqLen("seq-len", cl::value_desc("S"),
 cl::opt<int64_t> numLayers("layers", cl::value_desc("L"),
                            cl::desc("Transformer blocks (--model only)"),
                            cl::cat(compileCategory));
+cl::opt<double>
+    auxLossCoef("aux-loss-coef", cl::value_desc("C"),
+                cl::desc("Weight of each MoE layer's load-balancing loss, >= 0 "
+                         "(--model only; default 0.01)"),
+                cl::cat(compileCategory));
 cl::opt<double> dropout("dropout", cl::value_desc("P"),
                         cl::desc("Dropout rate after the embeddings and on "
                                  "the residual branches, in [0, 1) "
@@ -140,6 +145,7 @@ int main(int argc, char **argv) {
   options.seqLen = ifGiven(seqLen);
   options.numLayers = ifGiven(numLayers);
   options.dropout = ifGiven(dropout);
+  options.auxLossCoef = ifGiven(auxLossCoef);
   options.computeDtype = ifGiven(computeDtype);
   options.worldSize = worldSize;
   options.slotsPerDevice = slotsPerDevice;

@@ -43,8 +43,9 @@ std::string flexmoe::run::humanDuration(double seconds) {
 
 Status MetricsSink::open(const std::string &metricsPath, bool append,
                          const std::vector<std::string> &layerNames,
-                         bool progress) {
-  progress_ = progress;
+                         bool progress, bool enabled) {
+  enabled_ = enabled;
+  progress_ = progress && enabled;
   layerNames_ = layerNames;
   if (metricsPath.empty())
     return Status::ok();
@@ -91,6 +92,8 @@ void MetricsSink::clearProgress() {
 }
 
 void MetricsSink::print(const std::string &line) {
+  if (!enabled_)
+    return;
   clearProgress();
   std::fputs(line.c_str(), stdout);
   std::fputc('\n', stdout);
@@ -98,7 +101,7 @@ void MetricsSink::print(const std::string &line) {
 }
 
 void MetricsSink::logStep(const StepRecord &r, bool printLine) {
-  if (printLine) {
+  if (printLine && enabled_) {
     char head[256];
     std::snprintf(head, sizeof head,
                   "step %lld/%lld | loss %.4f | lr %.2e | grad-norm %.3f%s | "

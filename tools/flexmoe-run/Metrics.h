@@ -43,8 +43,10 @@ class MetricsSink {
 public:
   /// `metricsPath` empty: no file. `append`: a resumed run adds to the file
   /// (a new file still gets its header). `layerNames` fix the CSV columns.
+  /// `enabled` false: nothing is printed at all (ranks other than 0).
   Status open(const std::string &metricsPath, bool append,
-              const std::vector<std::string> &layerNames, bool progress);
+              const std::vector<std::string> &layerNames, bool progress,
+              bool enabled = true);
   ~MetricsSink();
 
   void logStep(const StepRecord &record, bool printLine);
@@ -67,6 +69,7 @@ private:
   bool progress_ = false;
   bool progressShown_ = false;
   bool writeFailed_ = false;
+  bool enabled_ = true;
   std::vector<std::string> layerNames_;
 };
 

@@ -14,6 +14,7 @@
 #include "Options.h"
 
 #include "runtime/backends/cpu/CpuDevice.h"
+#include "runtime/device/MpiCommunicator.h"
 #include "runtime/executor/Executor.h"
 #include "runtime/train/Checkpoint.h"
 #include "runtime/train/Dataset.h"
@@ -201,11 +202,19 @@ int64_t countParameters(const fb::Program &program) {
 
 class Trainer {
 public:
-  explicit Trainer(Options options) : o_(std::move(options)) {}
+  Trainer(Options options, device::Communicator &comm)
+      : o_(std::move(options)), comm_(comm) {}
   /// Returns the process exit code: 0, or 130 after Ctrl-C.
   StatusOr<int> run();
+  /// True when the error run() returned is known to every rank (the others
+  /// are not waiting in a collective).
+  bool failedTogether() const { return failedTogether_; }
 
 private:
+  /// Everything before the first step; may fail on some ranks only.
+  Status setUp(bool &progress);
+  /// `local` on this rank, and an error on every rank if another failed.
+  Status agree(Status local, const char *phase);
   Status evaluate(int64_t step);
   Status saveCheckpoint(int64_t step);
 
@@ -215,8 +224,12 @@ private:
   std::optional<train::Dataset> data_;
   train::ProgramInputShape shape_;
   cpu::CpuDevice device_;
-  device::SingleProcessCommunicator comm_;
+  device::Communicator &comm_;
+  bool failedTogether_ = false;
   std::unique_ptr<executor::Executor> executor_;
+  std::string resumePath_;
+  nlohmann::json saved_;
+  std::vector<std::string> layerNames_;
   Clock::time_point start_;
   double elapsedBefore_ = 0; ///< from the checkpoint resumed
   int64_t tokensSeen_ = 0;
@@ -235,7 +248,8 @@ Status Trainer::evaluate(int64_t step) {
   }
   double sum = 0;
   for (int64_t b = 0; b < batches; ++b) {
-    StatusOr<train::Batch> batch = data_->evalBatch(b, programBatch);
+    StatusOr<train::Batch> batch =
+        data_->evalBatch(b, programBatch, comm_.rank(), comm_.worldSize());
     if (!batch)
       return batch.status();
     FLEXMOE_RETURN_IF_ERROR(executor_->setInputs(batch->tokens, batch->labels));
@@ -271,30 +285,47 @@ Status Trainer::saveCheckpoint(int64_t step) {
   return Status::ok();
 }
 
-StatusOr<int> Trainer::run() {
+Status Trainer::agree(Status local, const char *phase) {
+  if (comm_.worldSize() == 1)
+    return local;
+  double failed = local.isOk() ? 0.0 : 1.0;
+  FLEXMOE_RETURN_IF_ERROR(
+      comm_.allReduceHost({&failed, 1}, device::ReduceOp::Sum));
+  failedTogether_ = failed > 0;
+  if (!local.isOk())
+    return local;
+  if (failed > 0)
+    return errorf(static_cast<int64_t>(failed), " other rank(s) failed ", phase,
+                  " (their messages say why)");
+  return Status::ok();
+}
+
+Status Trainer::setUp(bool &progress) {
   // The program.
   StatusOr<program::LoadedProgram> loaded = program::loadProgram(o_.program);
   if (!loaded)
     return loaded.status();
   program_.emplace(std::move(loaded).value());
   const fb::Program &prog = program_->program();
-  if (prog.world_size() != 1)
+  if (prog.world_size() != comm_.worldSize())
     return errorf("'", o_.program, "' is compiled for world size ",
-                  prog.world_size(),
-                  "; this flexmoe-run trains on one process (compile with "
-                  "--world-size 1)");
+                  prog.world_size(), " but this run has ", comm_.worldSize(),
+                  " rank(s): launch it as mpirun -np ", prog.world_size(),
+                  " flexmoe-run ... (or recompile with --world-size ",
+                  comm_.worldSize(), ")");
   StatusOr<train::ProgramInputShape> shape = train::programInputShape(prog);
   if (!shape)
     return shape.status();
   shape_ = *shape;
   int64_t programBatch = shape_.localBatch * shape_.worldSize;
 
-  bool progress = o_.progress == Progress::Always ||
-                  (o_.progress == Progress::Auto && isatty(STDERR_FILENO));
+  progress = comm_.rank() == 0 &&
+             (o_.progress == Progress::Always ||
+              (o_.progress == Progress::Auto && isatty(STDERR_FILENO)));
 
   // A resume takes the flags not given from the checkpoint.
-  std::string resumePath;
-  nlohmann::json saved;
+  std::string &resumePath = resumePath_;
+  nlohmann::json &saved = saved_;
   if (!o_.resume.empty()) {
     StatusOr<std::string> path = resolveResume(o_.resume);
     if (!path)
@@ -379,10 +410,9 @@ StatusOr<int> Trainer::run() {
     if (saved.contains("tokens_seen") && saved["tokens_seen"].is_number())
       tokensSeen_ = saved["tokens_seen"].get<int64_t>();
   }
-  int64_t firstStep = executor_->stepsDone() + 1;
-  if (firstStep > o_.steps)
+  if (executor_->stepsDone() >= o_.steps)
     return errorf("the checkpoint '", resumePath, "' is at step ",
-                  firstStep - 1, ", not before --steps ", o_.steps,
+                  executor_->stepsDone(), ", not before --steps ", o_.steps,
                   ": give a larger --steps to train further");
 
   // A checkpoint directory that cannot be made fails now, not after hours.
@@ -391,15 +421,26 @@ StatusOr<int> Trainer::run() {
     fs::create_directories(o_.checkpointDir, error);
     if (error || !fs::is_directory(o_.checkpointDir, error))
       return errorf("cannot create the checkpoint directory '",
-                    o_.checkpointDir, "': ",
-                    error ? error.message() : "not a directory");
+                    o_.checkpointDir,
+                    "': ", error ? error.message() : "not a directory");
   }
 
-  std::vector<std::string> layerNames;
   for (size_t l = 0; l < executor_->numMoeLayers(); ++l)
-    layerNames.push_back(prog.moe_layers()->Get(l)->name()->str());
-  FLEXMOE_RETURN_IF_ERROR(sink_.open(o_.metrics, /*append=*/!resumePath.empty(),
-                                     layerNames, progress));
+    layerNames_.push_back(prog.moe_layers()->Get(l)->name()->str());
+  // Rank 0 speaks for the job: log lines, metrics, progress.
+  return sink_.open(comm_.rank() == 0 ? o_.metrics : "",
+                    /*append=*/!resumePath.empty(), layerNames_, progress,
+                    /*enabled=*/comm_.rank() == 0);
+}
+
+StatusOr<int> Trainer::run() {
+  bool progress = false;
+  FLEXMOE_RETURN_IF_ERROR(agree(setUp(progress), "to set up"));
+  const fb::Program &prog = program_->program();
+  const std::string &resumePath = resumePath_;
+  const std::vector<std::string> &layerNames = layerNames_;
+  int64_t programBatch = shape_.localBatch * shape_.worldSize;
+  int64_t firstStep = executor_->stepsDone() + 1;
 
   // What is about to happen.
   int64_t microBatches = o_.batch / programBatch;
@@ -407,13 +448,14 @@ StatusOr<int> Trainer::run() {
   char line[512];
   std::snprintf(line, sizeof line,
                 "program %s: %s parameters, %zu MoE layer(s), vocab %lld, "
-                "seq %lld, batch %lld x %lld micro-batch(es)",
+                "seq %lld, batch %lld x %lld micro-batch(es), %lld rank(s)",
                 o_.program.c_str(),
                 humanCount(static_cast<double>(countParameters(prog))).c_str(),
                 layerNames.size(), static_cast<long long>(shape_.vocabSize),
                 static_cast<long long>(shape_.seqLen),
                 static_cast<long long>(programBatch),
-                static_cast<long long>(microBatches));
+                static_cast<long long>(microBatches),
+                static_cast<long long>(comm_.worldSize()));
   sink_.print(line);
   std::snprintf(
       line, sizeof line,
@@ -447,9 +489,19 @@ StatusOr<int> Trainer::run() {
   int64_t stepsRun = 0;
   int64_t step = firstStep;
   int64_t lastToRun = o_.stopAt > 0 ? std::min(o_.stopAt, o_.steps) : o_.steps;
-  for (; step <= lastToRun && !interrupted; ++step) {
+  for (; step <= lastToRun; ++step) {
+    // Every rank stops at the same step, whichever saw the signal.
+    double stop = interrupted ? 1.0 : 0.0;
+    if (comm_.worldSize() > 1)
+      FLEXMOE_RETURN_IF_ERROR(
+          comm_.allReduceHost({&stop, 1}, device::ReduceOp::Sum));
+    if (stop > 0) {
+      interrupted = true;
+      break;
+    }
     Clock::time_point begin = Clock::now();
-    StatusOr<train::Batch> batch = data_->trainBatch(o_.seed, step, o_.batch);
+    StatusOr<train::Batch> batch = data_->trainBatch(
+        o_.seed, step, o_.batch, comm_.rank(), comm_.worldSize());
     if (!batch)
       return batch.status();
     executor::StepOptions options;
@@ -457,7 +509,7 @@ StatusOr<int> Trainer::run() {
     options.maxGradNorm = static_cast<float>(o_.clipGrad);
     options.lossScale = static_cast<float>(o_.lossScale);
     options.microBatches = microBatches;
-    int64_t microTokens = programBatch * shape_.seqLen;
+    int64_t microTokens = shape_.localBatch * shape_.seqLen;
     options.loadMicroBatch = [&](int64_t micro) {
       std::span<const int32_t> tokens(batch->tokens), labels(batch->labels);
       return executor_->setInputs(
@@ -570,15 +622,50 @@ int main(int argc, char **argv) {
     std::fputs(usage().c_str(), stdout);
     return 0;
   }
-  Trainer trainer(std::move(options));
+
+  // Under a launcher (mpirun, srun) every rank runs this and MPI carries the
+  // collectives. Alone, MPI is never touched.
+  std::unique_ptr<device::MpiEnvironment> mpi;
+  std::unique_ptr<device::MpiCommunicator> mpiComm;
+  device::SingleProcessCommunicator single;
+  device::Communicator *comm = &single;
+  if (device::MpiEnvironment::launcherInEnvironment()) {
+    StatusOr<std::unique_ptr<device::MpiEnvironment>> env =
+        device::MpiEnvironment::init(&argc, &argv);
+    if (!env) {
+      std::fprintf(stderr, "flexmoe-run: error: %s\n",
+                   env.status().message().c_str());
+      return 1;
+    }
+    mpi = std::move(env).value();
+    StatusOr<std::unique_ptr<device::MpiCommunicator>> created =
+        device::MpiCommunicator::create();
+    if (!created) {
+      std::fprintf(stderr, "flexmoe-run: error: %s\n",
+                   created.status().message().c_str());
+      return 1;
+    }
+    mpiComm = std::move(created).value();
+    comm = mpiComm.get();
+  }
+
+  Trainer trainer(std::move(options), *comm);
   StatusOr<int> code = trainer.run();
-  if (!code) {
-    std::fflush(stdout);
-    if (isatty(STDERR_FILENO))
-      std::fputs("\r\033[K", stderr); // a progress line may be showing
+  if (code)
+    return *code;
+  std::fflush(stdout);
+  if (isatty(STDERR_FILENO))
+    std::fputs("\r\033[K", stderr); // a progress line may be showing
+  if (comm->worldSize() > 1)
+    std::fprintf(stderr, "flexmoe-run: rank %lld: error: %s\n",
+                 static_cast<long long>(comm->rank()),
+                 code.status().message().c_str());
+  else
     std::fprintf(stderr, "flexmoe-run: error: %s\n",
                  code.status().message().c_str());
-    return 1;
-  }
-  return *code;
+  // A rank failing alone must not leave the others waiting in a collective
+  // until their timeout: end the whole job.
+  if (mpiComm && mpiComm->worldSize() > 1 && !trainer.failedTogether())
+    mpiComm->abort(1);
+  return 1;
 }

@@ -775,7 +775,10 @@ private:
   int64_t rank_;
 };
 
-TEST(Checkpoint, SavingNeedsWorldSizeOneForNow) {
+TEST(Checkpoint, SavingAtWorldSizeTwoFailsCleanlyWhenTheGatherFails) {
+  // Rank 0 gathers the other rank's expert slots over the communicator;
+  // when that fails, the error says so and nothing is written. (The real
+  // gather runs under mpirun in test/Distributed.)
   TempDir dir;
   program::LoadedProgram program = load(tinyMoeProgram());
   cpu::CpuDevice device;
@@ -785,9 +788,7 @@ TEST(Checkpoint, SavingNeedsWorldSizeOneForNow) {
   ASSERT_TRUE(created.isOk()) << created.status().message();
   Status status = saveCheckpoint(**created, dir.file("c"), json::object());
   ASSERT_FALSE(status.isOk());
-  EXPECT_NE(status.message().find("not supported yet at world size 2 (needs "
-                                  "the distributed runtime"),
-            std::string::npos)
+  EXPECT_NE(status.message().find("unused"), std::string::npos)
       << status.message();
   EXPECT_TRUE(dir.list().empty());
   EXPECT_FALSE(saveParameters(**created, dir.file("p.safetensors")).isOk());

@@ -56,6 +56,7 @@ struct CompileOptions {
   std::optional<int64_t> seqLen;
   std::optional<int64_t> numLayers;
   std::optional<double> dropout;
+  std::optional<double> auxLossCoef;
 
   /// "f32" or "bf16": sets the module attribute flexmoe.compute_dtype. Unset
   /// keeps the input's attribute (and means f32 when it has none).
