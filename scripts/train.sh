@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: sets up and builds flexmoe, compiles the tiny
 # GPT-MoE preset for one CPU process and trains it on the built-in corpus
-# (the King James Bible, byte-level) for 300 steps, then prints a summary
+# (the King James Bible, byte-level) for 500 steps, then prints a summary
 # with the eval loss beside the corpus's byte-unigram entropy.
 #
 # Everything lands in runs/gpt-moe-tiny/: the program, a metrics CSV and
@@ -17,10 +17,10 @@ cmake --build "$build_dir" -j "$jobs" --target flexmoe-compile flexmoe-run
 
 run_dir=runs/gpt-moe-tiny
 mkdir -p "$run_dir"
-# 16 sequences of 64 bytes a step; lr 3e-3 peaks after a 30-step warm-up and
+# 32 sequences of 64 bytes a step; lr 3e-3 peaks after a 50-step warm-up and
 # decays (cosine) to 3e-4.
 "$build_dir/bin/flexmoe-compile" --model gpt-moe-tiny --world-size 1 \
-  --batch 16 --seq-len 64 --lr 3e-3 -o "$run_dir/gpt-moe-tiny.fmoe"
+  --batch 32 --seq-len 64 --lr 3e-3 -o "$run_dir/gpt-moe-tiny.fmoe"
 exec "$build_dir/bin/flexmoe-run" "$run_dir/gpt-moe-tiny.fmoe" \
-  --steps 300 --eval-every 100 --log-every 10 \
+  --steps 500 --eval-every 100 --log-every 10 \
   --metrics "$run_dir/metrics.csv" --checkpoint-dir "$run_dir/checkpoints" "$@"
