@@ -65,6 +65,43 @@ std::string_view str(const flatbuffers::String *s) {
   return s ? std::string_view(s->c_str(), s->size()) : std::string_view();
 }
 
+/// True when `s` holds a control character: names end up in one-line
+/// error messages, logs and checkpoint keys.
+bool hasControlCharacter(const flatbuffers::String *s) {
+  for (char c : str(s))
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      return true;
+  return false;
+}
+
+/// Bytes outside printable ASCII as \xNN.
+std::string printable(std::string_view name) {
+  std::string out;
+  for (char c : name) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte < 0x7f) {
+      out += c;
+      continue;
+    }
+    const char *hex = "0123456789abcdef";
+    out += "\\x";
+    out += hex[byte >> 4];
+    out += hex[byte & 15];
+  }
+  return out;
+}
+
+/// `s` for an error message: bytes outside printable ASCII as \xNN, so a
+/// corrupted name can never break the message's single line, and at most
+/// 64 of them.
+std::string printable(const flatbuffers::String *s) {
+  constexpr size_t kMaxBytes = 64;
+  std::string_view name = str(s);
+  if (name.size() > kMaxBytes)
+    return printable(name.substr(0, kMaxBytes)) + "...";
+  return printable(name);
+}
+
 std::string shapeString(const flatbuffers::Vector<int64_t> *shape) {
   std::ostringstream os;
   os << '[';
@@ -111,7 +148,7 @@ private:
     os << "buffer " << id;
     const fb::Buffer *b = p.buffers()->Get(id);
     if (b && b->name())
-      os << " ('" << str(b->name()) << "')";
+      os << " ('" << printable(b->name()) << "')";
     return os.str();
   }
 
@@ -126,6 +163,8 @@ private:
     if (!inRange(p.compute_type()))
       return errorf("unknown compute type ",
                     static_cast<int>(p.compute_type()));
+    if (hasControlCharacter(p.name()))
+      return errorf("the program's name has a control character");
     if (!p.buffers() || p.buffers()->size() == 0)
       return errorf("the program declares no buffers");
     if (!p.instructions())
@@ -145,7 +184,9 @@ private:
         return errorf(ctx.str(), " is missing");
       if (str(layer->name()).empty())
         return errorf(ctx.str(), " has no name");
-      ctx << " ('" << str(layer->name()) << "')";
+      ctx << " ('" << printable(layer->name()) << "')";
+      if (hasControlCharacter(layer->name()))
+        return errorf(ctx.str(), ": the name has a control character");
       if (!names.insert(str(layer->name())).second)
         return errorf(ctx.str(), ": the name is used by another layer");
       Status status = checkMoeLayer(*layer);
@@ -255,6 +296,8 @@ private:
     if (b.id() != i)
       return errorf("has id ", b.id(), " but sits at index ", i,
                     " of the buffer table");
+    if (hasControlCharacter(b.name()) || hasControlCharacter(b.param_name()))
+      return errorf("has a name with a control character");
     if (!inRange(b.kind()))
       return errorf("unknown buffer kind ", static_cast<int>(b.kind()));
     if (!inRange(b.element_type()))
@@ -337,7 +380,7 @@ private:
       if (str(b.param_name()).empty())
         return errorf("is a parameter without a name");
       if (!paramNames.insert(str(b.param_name())).second)
-        return errorf("parameter name '", str(b.param_name()),
+        return errorf("parameter name '", printable(b.param_name()),
                       "' is used twice");
       if (b.init() == fb::InitKind::None)
         return errorf("is a parameter without an initializer");
@@ -373,7 +416,7 @@ private:
       const fb::MoeLayer *layer = p.moe_layers()->Get(b.moe_layer());
       int64_t slots = layer->placement()->slots_per_device();
       if (b.shape()->size() == 0 || b.shape()->Get(0) != slots)
-        return errorf("is expert state of layer '", str(layer->name()),
+        return errorf("is expert state of layer '", printable(layer->name()),
                       "' and must have ", slots,
                       " slots as leading dimension, not shape ",
                       shapeString(b.shape()));
@@ -482,6 +525,8 @@ private:
     if (info.attrs != fb::OpAttrs::NONE && !inst.attrs())
       return errorf("has no ", fb::EnumNameOpAttrs(info.attrs), " table");
 
+    FLEXMOE_RETURN_IF_ERROR(checkAttrValues(inst));
+
     if (info.needsMoeLayer) {
       if (inst.moe_layer() < 0 ||
           inst.moe_layer() >= static_cast<int32_t>(numLayers))
@@ -492,6 +537,38 @@ private:
     }
     FLEXMOE_RETURN_IF_ERROR(checkStorage(inst, ins, outs));
     return checkShapes(inst, ins, outs, numIns);
+  }
+
+  /// Attribute values the kernels would only reject in the middle of a step.
+  Status checkAttrValues(const fb::Instruction &inst) {
+    switch (inst.opcode()) {
+    case fb::OpCode::AdamW: {
+      const fb::AdamWAttrs &a = *inst.attrs_as_AdamWAttrs();
+      if (!(std::isfinite(a.lr()) && a.lr() >= 0 && a.beta1() >= 0 &&
+            a.beta1() < 1 && a.beta2() >= 0 && a.beta2() < 1 &&
+            a.epsilon() > 0 && std::isfinite(a.epsilon()) &&
+            std::isfinite(a.weight_decay()) && a.weight_decay() >= 0))
+        return errorf("has invalid AdamW hyper-parameters (lr ", a.lr(),
+                      ", betas ", a.beta1(), " and ", a.beta2(), ", epsilon ",
+                      a.epsilon(), ", weight decay ", a.weight_decay(), ")");
+      return Status::ok();
+    }
+    case fb::OpCode::Dropout: {
+      float rate = inst.attrs_as_DropoutAttrs()->rate();
+      if (!(rate >= 0 && rate < 1))
+        return errorf("dropout rate ", rate, " must lie in [0, 1)");
+      return Status::ok();
+    }
+    case fb::OpCode::LayerNorm:
+    case fb::OpCode::LayerNormGrad: {
+      float epsilon = inst.attrs_as_LayerNormAttrs()->epsilon();
+      if (!(epsilon >= 0 && std::isfinite(epsilon)))
+        return errorf("layer norm epsilon ", epsilon, " is invalid");
+      return Status::ok();
+    }
+    default:
+      return Status::ok();
+    }
   }
 
   /// Ops whose kernels accept an output that is exactly one of their
@@ -559,8 +636,8 @@ private:
         uint32_t id = ins.Get(stateInput[o]);
         if (buffer(id).kind() != kinds[o])
           return errorf("input ", stateInput[o], " (", bufferRef(id),
-                        ") must be a ", fb::EnumNameBufferKind(kinds[o]),
-                        " buffer");
+                        ") must be a buffer of kind ",
+                        fb::EnumNameBufferKind(kinds[o]), " buffer");
         if (!same(outs.Get(o), id))
           return errorf("output ", o, " (", bufferRef(outs.Get(o)),
                         ") must update input ", stateInput[o], " (",
