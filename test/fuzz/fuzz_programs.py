@@ -22,6 +22,7 @@ import concurrent.futures
 import os
 import random
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -246,7 +247,12 @@ def main():
         with open(path, "rb") as f:
             seeds.append((os.path.basename(path), f.read()))
 
-    run_bin = os.path.abspath(args.flexmoe_run)
+    # A bare name is looked up on PATH (as lit runs it).
+    run_bin = (shutil.which(args.flexmoe_run) if os.sep not in args.flexmoe_run
+               else os.path.abspath(args.flexmoe_run))
+    if not run_bin or not os.access(run_bin, os.X_OK):
+        print(f"fuzz: cannot run '{args.flexmoe_run}'", file=sys.stderr)
+        return 2
     data = os.path.abspath(args.data)
 
     def run_cmd(path):
