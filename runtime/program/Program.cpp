@@ -890,9 +890,20 @@ private:
       size_t numDims = a.dims() ? a.dims()->size() : 0;
       if (numShifts != numDims)
         return errorf(numShifts, " shifts for ", numDims, " dims");
-      for (size_t k = 0; k < numDims; ++k)
-        if (normalizeDim(a.dims()->Get(k), shapeOf(ins.Get(0)).size()) < 0)
-          return errorf("dim ", a.dims()->Get(k), " is out of range");
+      // Each dim once, and shifts far from overflow: the kernel adds the
+      // shifts of a dim before reducing them modulo its size.
+      constexpr int64_t kMaxShift = int64_t{1} << 62;
+      std::vector<bool> seen(shapeOf(ins.Get(0)).size(), false);
+      for (size_t k = 0; k < numDims; ++k) {
+        int64_t d = normalizeDim(a.dims()->Get(k), seen.size());
+        if (d < 0 || seen[d])
+          return errorf("dim ", a.dims()->Get(k),
+                        " is out of range or repeated");
+        seen[d] = true;
+        int64_t shift = a.shifts()->Get(k);
+        if (shift > kMaxShift || shift < -kMaxShift)
+          return errorf("shift ", shift, " is out of range");
+      }
       return out(0, "result", I(0));
     }
     case fb::OpCode::CrossEntropy:

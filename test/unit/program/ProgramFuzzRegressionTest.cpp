@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 using namespace flexmoe;
 using namespace flexmoe::testing;
 using fb::BufferKind;
@@ -213,6 +215,36 @@ TEST(ProgramFuzzRegression, ChecksDenseOperandShapes) {
         .Union();
   };
   EXPECT_REJECTED(desc, "(ReduceSum): dim -2 is out of range or repeated");
+}
+
+// nn.roll adds up the shifts of a dim before reducing them: a repeated dim
+// with huge shifts overflowed int64 (undefined behaviour).
+TEST(ProgramFuzzRegression, ChecksRollAttributes) {
+  ProgramDesc desc = tinyMoeProgram();
+  uint32_t labels = findBuffer(desc, "labels");
+  uint32_t rolled = desc.add(activation("rolled", {2, 4}, ElementType::I32));
+  desc.layout();
+  auto roll = [&](std::vector<int64_t> shifts, std::vector<int64_t> dims) {
+    desc.instructions.push_back({OpCode::Roll,
+                                 {labels},
+                                 {rolled},
+                                 -1,
+                                 OpAttrs::RollAttrs,
+                                 [=](auto &b) {
+                                   return fb::CreateRollAttrs(
+                                              b, b.CreateVector(shifts),
+                                              b.CreateVector(dims))
+                                       .Union();
+                                 }});
+  };
+  roll({-1}, {1});
+  EXPECT_EQ(verifyError(desc), "");
+  desc.instructions.pop_back();
+  roll({int64_t{1} << 62, int64_t{1} << 62}, {1, -1});
+  EXPECT_REJECTED(desc, "(Roll): dim -1 is out of range or repeated");
+  desc.instructions.pop_back();
+  roll({std::numeric_limits<int64_t>::min()}, {1});
+  EXPECT_REJECTED(desc, "(Roll): shift -9223372036854775808 is out of range");
 }
 
 // Kernels read their inputs while writing their outputs: an output sharing
