@@ -48,14 +48,19 @@ INTERESTING64 = [
 ]
 
 
-def mutate(data, rng):
+# Mutation kinds and their relative weights.
+KINDS = {
+    "flip": 10, "flip_edges": 8, "truncate": 6, "word32": 12, "word64": 5,
+    "small_int": 10, "chunk_dup": 4, "chunk_del": 4, "scalar_field": 18,
+    "small_word": 23,
+}
+
+
+def mutate(data, rng, kinds=tuple(KINDS)):
     """Returns (mutant bytes, short description of the mutation)."""
     buf = bytearray(data)
     n = len(buf)
-    kind = rng.choices(
-        ["flip", "flip_edges", "truncate", "word32", "word64", "small_int",
-         "chunk_dup", "chunk_del", "scalar_field", "small_word"],
-        weights=[10, 8, 6, 12, 5, 10, 4, 4, 18, 23])[0]
+    kind = rng.choices(list(kinds), weights=[KINDS[k] for k in kinds])[0]
 
     def edge_pos():
         # The root table, vtables and the header live near the ends of a
@@ -233,6 +238,9 @@ def main():
                         help="directory for failing mutants")
     parser.add_argument("--work", default=None,
                         help="directory for the mutants (default: a temp dir)")
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help="comma-separated mutation kinds to use (default "
+                        "all: %(default)s)")
     parser.add_argument("--all-messages", action="store_true",
                         help="list every distinct error message, not the "
                         "40 most common")
@@ -241,6 +249,12 @@ def main():
     parser.add_argument("--check-seeds", action="store_true",
                         help="first require every seed program to train")
     args = parser.parse_args()
+
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        parser.error(f"unknown mutation kinds {unknown}; the kinds are "
+                     f"{', '.join(KINDS)}")
 
     seeds = []
     for path in args.seed_program:
@@ -279,7 +293,7 @@ def main():
     jobs, descriptions = [], {}
     for i in range(args.count):
         name, data_bytes = seeds[i % len(seeds)]
-        mutant, what = mutate(data_bytes, rng)
+        mutant, what = mutate(data_bytes, rng, kinds)
         path = os.path.join(work, f"mutant-{i:06d}.fmoe")
         with open(path, "wb") as f:
             f.write(mutant)

@@ -152,6 +152,16 @@ TEST(ProgramFuzzRegression, ChecksDenseOperandShapes) {
   EXPECT_REJECTED(desc, "(CrossEntropy): 8 labels (buffer 1 ('labels')) for "
                         "16 rows of logits [16, 8]");
 
+  // Found under AddressSanitizer: an nn.add whose output id was changed to
+  // a scalar buffer wrote [32, 64] elements into it.
+  desc = tinyMoeProgram();
+  uint32_t y = findBuffer(desc, "y"), dloss = findBuffer(desc, "dloss");
+  desc.instructions.push_back({OpCode::Add, {y, y}, {dloss}});
+  EXPECT_REJECTED(desc, "(Add): output 0 (result, buffer");
+  EXPECT_REJECTED(desc, "('dloss')) has shape [], expected [8, 8]");
+  desc.instructions.back().inputs[1] = findBuffer(desc, "logits");
+  EXPECT_REJECTED(desc, "(Add): shapes [8, 8] and [8, 16] do not broadcast");
+
   // Attention: heads must divide the model dimension.
   desc = tinyMoeProgram();
   uint32_t x = findBuffer(desc, "x");
