@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -100,6 +101,14 @@ std::string printable(const flatbuffers::String *s) {
   if (name.size() > kMaxBytes)
     return printable(name.substr(0, kMaxBytes)) + "...";
   return printable(name);
+}
+
+/// The flatbuffers verifier checks a vector's length field (4-byte
+/// aligned) but not that 8-byte elements are 8-byte aligned; reading a
+/// misaligned int64 is undefined behaviour.
+bool misaligned(const flatbuffers::Vector<int64_t> *v) {
+  return v && v->size() > 0 &&
+         reinterpret_cast<uintptr_t>(v->data()) % alignof(int64_t) != 0;
 }
 
 std::string shapeString(const flatbuffers::Vector<int64_t> *shape) {
@@ -307,6 +316,8 @@ private:
       return errorf("unknown init kind ", static_cast<int>(b.init()));
     if (!b.shape())
       return errorf("has no shape");
+    if (misaligned(b.shape()))
+      return errorf("has a misaligned shape vector (a corrupted file)");
     uint64_t elements = 1;
     for (int64_t dim : *b.shape()) {
       // Kernels divide by dimensions (rows = elements / last dim); no op
@@ -541,6 +552,15 @@ private:
 
   /// Attribute values the kernels would only reject in the middle of a step.
   Status checkAttrValues(const fb::Instruction &inst) {
+    bool badVector = false;
+    if (const auto *a = inst.attrs_as_ReduceSumAttrs())
+      badVector = misaligned(a->dims());
+    if (const auto *a = inst.attrs_as_TransposeAttrs())
+      badVector = misaligned(a->permutation());
+    if (const auto *a = inst.attrs_as_RollAttrs())
+      badVector = misaligned(a->shifts()) || misaligned(a->dims());
+    if (badVector)
+      return errorf("has a misaligned attribute vector (a corrupted file)");
     switch (inst.opcode()) {
     case fb::OpCode::AdamW: {
       const fb::AdamWAttrs &a = *inst.attrs_as_AdamWAttrs();

@@ -90,6 +90,27 @@ TEST(ProgramFuzzRegression, NamesInMessagesStayOnOneLine) {
   EXPECT_LT(cut.size(), 300u);
 }
 
+// Found by UBSan: the flatbuffers verifier checks that a vector's length
+// field is 4-byte aligned, not that int64 elements are 8-byte aligned, and a
+// corrupted offset made the shape loop read misaligned int64s. The same
+// bytes 4 bytes off an 8-byte boundary misalign every int64 vector.
+TEST(ProgramFuzzRegression, RejectsMisalignedInt64Vectors) {
+  std::vector<uint8_t> bytes = serialize(tinyMoeProgram());
+  std::vector<uint64_t> storage(bytes.size() / 8 + 2);
+  auto *shifted = reinterpret_cast<uint8_t *>(storage.data()) + 4;
+  std::copy(bytes.begin(), bytes.end(), shifted);
+  StatusOr<const fb::Program *> result =
+      program::verifyProgram({shifted, bytes.size()});
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.status().message(),
+            "buffer 0 ('tokens'): has a misaligned shape vector (a corrupted "
+            "file)");
+  // The same bytes 8-byte aligned pass.
+  auto *aligned = reinterpret_cast<uint8_t *>(storage.data());
+  std::copy(bytes.begin(), bytes.end(), aligned);
+  EXPECT_TRUE(program::verifyProgram({aligned, bytes.size()}));
+}
+
 // A dimension of 0 made the kernels divide by zero (rows = elements / K).
 TEST(ProgramFuzzRegression, RejectsZeroDimensions) {
   ProgramDesc desc = tinyMoeProgram();
