@@ -1,6 +1,7 @@
 //===- ProgramBuilder.cpp - small programs for the loader tests -----------===//
 #include "ProgramBuilder.h"
 #include "runtime/plan/SlotTable.h"
+#include "runtime/program/Program.h"
 
 #include <cassert>
 
@@ -117,11 +118,7 @@ using fb::OpCode;
 
 BufferDesc act(std::string name, std::vector<int64_t> shape,
                ElementType type = ElementType::F32) {
-  BufferDesc d;
-  d.name = std::move(name);
-  d.shape = std::move(shape);
-  d.type = type;
-  return d;
+  return activation(std::move(name), std::move(shape), type);
 }
 
 BufferDesc param(std::string name, std::vector<int64_t> shape,
@@ -265,4 +262,20 @@ uint32_t flexmoe::testing::findBuffer(const ProgramDesc &desc,
       return static_cast<uint32_t>(i);
   assert(false && "no such buffer");
   return 0;
+}
+
+BufferDesc flexmoe::testing::activation(std::string name,
+                                        std::vector<int64_t> shape,
+                                        fb::ElementType type) {
+  BufferDesc d;
+  d.name = std::move(name);
+  d.shape = std::move(shape);
+  d.type = type;
+  return d;
+}
+
+std::string flexmoe::testing::verifyError(const ProgramDesc &desc) {
+  std::vector<uint8_t> bytes = serialize(desc);
+  StatusOr<const fb::Program *> result = program::verifyProgram(bytes);
+  return result ? std::string() : result.status().message();
 }

@@ -99,6 +99,23 @@ size_t findInstruction(const ProgramDesc &desc, fb::OpCode opcode);
 /// The id of the buffer called `name`.
 uint32_t findBuffer(const ProgramDesc &desc, const std::string &name);
 
+/// An activation buffer of `shape` (the kind most test programs add).
+BufferDesc activation(std::string name, std::vector<int64_t> shape,
+                      fb::ElementType type = fb::ElementType::F32);
+
+/// The error message of verifying `desc`, or "" when it is accepted.
+std::string verifyError(const ProgramDesc &desc);
+
+/// Expects the verifier to reject `desc` with a message containing
+/// `substring`.
+#define EXPECT_REJECTED(desc, substring)                                       \
+  do {                                                                         \
+    std::string message = ::flexmoe::testing::verifyError(desc);               \
+    EXPECT_NE(message.find(substring), std::string::npos)                      \
+        << "expected an error containing \"" << (substring) << "\", got \""    \
+        << message << "\"";                                                    \
+  } while (false)
+
 } // namespace flexmoe::testing
 
 #endif // FLEXMOE_TEST_UNIT_PROGRAM_PROGRAMBUILDER_H

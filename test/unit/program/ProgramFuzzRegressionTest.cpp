@@ -23,29 +23,6 @@ using fb::OpCode;
 
 namespace {
 
-std::string verifyError(const ProgramDesc &desc) {
-  std::vector<uint8_t> bytes = serialize(desc);
-  StatusOr<const fb::Program *> result = program::verifyProgram(bytes);
-  return result ? std::string() : result.status().message();
-}
-
-#define EXPECT_REJECTED(desc, substring)                                       \
-  do {                                                                         \
-    std::string message = verifyError(desc);                                   \
-    EXPECT_NE(message.find(substring), std::string::npos)                      \
-        << "expected an error containing \"" << (substring) << "\", got \""    \
-        << message << "\"";                                                    \
-  } while (false)
-
-BufferDesc activation(std::string name, std::vector<int64_t> shape,
-                      ElementType type = ElementType::F32) {
-  BufferDesc d;
-  d.name = std::move(name);
-  d.shape = std::move(shape);
-  d.type = type;
-  return d;
-}
-
 TEST(ProgramFuzzRegression, TheTinyProgramStillPasses) {
   EXPECT_EQ(verifyError(tinyMoeProgram()), "");
 }

@@ -18,21 +18,6 @@ using fb::OpCode;
 
 namespace {
 
-/// The error message of verifying `desc`, or "" when it is accepted.
-std::string verifyError(const ProgramDesc &desc) {
-  std::vector<uint8_t> bytes = serialize(desc);
-  StatusOr<const fb::Program *> result = program::verifyProgram(bytes);
-  return result ? std::string() : result.status().message();
-}
-
-#define EXPECT_REJECTED(desc, substring)                                       \
-  do {                                                                         \
-    std::string message = verifyError(desc);                                   \
-    EXPECT_NE(message.find(substring), std::string::npos)                      \
-        << "expected an error containing \"" << (substring) << "\", got \""    \
-        << message << "\"";                                                    \
-  } while (false)
-
 TEST(ProgramVerifier, AcceptsTheTinyMoeProgram) {
   ProgramDesc desc = tinyMoeProgram();
   std::vector<uint8_t> bytes = serialize(desc);
