@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <numbers>
+#include <omp.h>
 #include <unistd.h>
 
 using namespace flexmoe;
@@ -42,6 +43,26 @@ namespace {
 std::atomic<bool> interrupted{false};
 
 void onInterrupt(int) { interrupted = true; }
+
+/// Ranks on this node per the launcher, or 0 when it does not say.
+int localRanks() {
+  for (const char *name :
+       {"OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+    if (const char *value = std::getenv(name))
+      if (int n = std::atoi(value); n > 0)
+        return n;
+  return 0;
+}
+
+/// Ranks that share a node share its cores: without OMP_NUM_THREADS or
+/// OPENBLAS_NUM_THREADS, each takes cores / local ranks (at least 1) instead
+/// of every core, which would oversubscribe the node.
+void shareCoresAmongLocalRanks() {
+  if (std::getenv("OMP_NUM_THREADS") || std::getenv("OPENBLAS_NUM_THREADS"))
+    return;
+  if (int ranks = localRanks(); ranks > 1)
+    omp_set_num_threads(std::max(1, omp_get_num_procs() / ranks));
+}
 
 double seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
@@ -448,14 +469,16 @@ StatusOr<int> Trainer::run() {
   char line[512];
   std::snprintf(line, sizeof line,
                 "program %s: %s parameters, %zu MoE layer(s), vocab %lld, "
-                "seq %lld, batch %lld x %lld micro-batch(es), %lld rank(s)",
+                "seq %lld, batch %lld x %lld micro-batch(es), %lld rank(s) "
+                "x %d thread(s)",
                 o_.program.c_str(),
                 humanCount(static_cast<double>(countParameters(prog))).c_str(),
                 layerNames.size(), static_cast<long long>(shape_.vocabSize),
                 static_cast<long long>(shape_.seqLen),
                 static_cast<long long>(programBatch),
                 static_cast<long long>(microBatches),
-                static_cast<long long>(comm_.worldSize()));
+                static_cast<long long>(comm_.worldSize()),
+                device_.numThreads());
   sink_.print(line);
   std::snprintf(
       line, sizeof line,
@@ -647,6 +670,7 @@ int main(int argc, char **argv) {
     }
     mpiComm = std::move(created).value();
     comm = mpiComm.get();
+    shareCoresAmongLocalRanks();
   }
 
   Trainer trainer(std::move(options), *comm);
