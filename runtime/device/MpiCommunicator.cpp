@@ -49,7 +49,8 @@ bool mpiUsable() {
 /// Polls `requests` until all complete, one fails, or `deadline` passes.
 /// Returns MPI_SUCCESS, the failing code, or -1 on timeout. Short yields
 /// first (collectives between live ranks finish fast), then sleeps that
-/// double up to 1 ms so waiting ranks leave the cores to working ones.
+/// double up to 100 µs so waiting ranks leave the cores to working ones
+/// without adding more than that to a collective's completion.
 int pollUntil(std::span<MPI_Request> requests, Clock::time_point deadline,
               MPI_Status *statuses) {
   int polls = 0;
@@ -79,7 +80,7 @@ int pollUntil(std::span<MPI_Request> requests, Clock::time_point deadline,
       std::this_thread::yield();
     } else {
       std::this_thread::sleep_for(nap);
-      nap = std::min(nap * 2, std::chrono::microseconds(1000));
+      nap = std::min(nap * 2, std::chrono::microseconds(100));
     }
   }
 }
