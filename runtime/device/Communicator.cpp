@@ -2,10 +2,26 @@
 
 #include "runtime/device/Communicator.h"
 
+#include <cstdlib>
 #include <cstring>
 
 using namespace flexmoe;
 using namespace flexmoe::device;
+
+StatusOr<double> flexmoe::device::communicatorTimeout(double configured) {
+  double timeout = configured;
+  if (const char *env = std::getenv("FLEXMOE_COMM_TIMEOUT")) {
+    char *end = nullptr;
+    timeout = std::strtod(env, &end);
+    if (end == env || *end != '\0' || !(timeout > 0))
+      return errorf("FLEXMOE_COMM_TIMEOUT must be a positive number of "
+                    "seconds, got '",
+                    env, "'");
+  }
+  if (!(timeout > 0))
+    return errorf("the communicator timeout must be positive, got ", timeout);
+  return timeout;
+}
 
 Status SingleProcessCommunicator::allGather(std::span<const int64_t> local,
                                             std::span<int64_t> all) {

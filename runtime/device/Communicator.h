@@ -21,6 +21,11 @@ namespace flexmoe::device {
 
 enum class ReduceOp { Sum, Mean };
 
+/// How long one collective of a multi-process communicator may wait for the
+/// other ranks: FLEXMOE_COMM_TIMEOUT (seconds) when set, else `configured`.
+/// Either must be a positive number.
+StatusOr<double> communicatorTimeout(double configured);
+
 class Communicator {
 public:
   virtual ~Communicator() = default;

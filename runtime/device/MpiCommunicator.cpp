@@ -174,17 +174,10 @@ MpiCommunicator::create(MPI_Comm comm, MpiCommunicatorOptions options) {
   if (!mpiUsable())
     return errorf("MpiCommunicator: MPI is not initialised (or already "
                   "finalised); create an MpiEnvironment first");
-  double timeout = options.timeoutSeconds;
-  if (const char *env = std::getenv("FLEXMOE_COMM_TIMEOUT")) {
-    char *end = nullptr;
-    timeout = std::strtod(env, &end);
-    if (end == env || *end != '\0' || !(timeout > 0))
-      return errorf("FLEXMOE_COMM_TIMEOUT must be a positive number of "
-                    "seconds, got '",
-                    env, "'");
-  }
-  if (!(timeout > 0))
-    return errorf("the communicator timeout must be positive, got ", timeout);
+  StatusOr<double> configured = communicatorTimeout(options.timeoutSeconds);
+  if (!configured)
+    return configured.status();
+  double timeout = *configured;
 
   int rank = 0, size = 0;
   MPI_Comm_rank(comm, &rank);

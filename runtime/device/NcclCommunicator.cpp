@@ -16,16 +16,6 @@ namespace {
 
 constexpr int kGroupIdTag = 0x6e63; // "nc": a replica group's unique id
 
-double timeoutFromEnvironment(double fallback) {
-  if (const char *value = std::getenv("FLEXMOE_COMM_TIMEOUT")) {
-    char *end = nullptr;
-    double seconds = std::strtod(value, &end);
-    if (end != value && *end == '\0' && seconds > 0)
-      return seconds;
-  }
-  return fallback;
-}
-
 /// Non-blocking NCCL communicators: initialisation and collectives return at
 /// once, and wait() polls them, so no call can block past the deadline.
 ncclConfig_t nonBlockingConfig() {
@@ -60,8 +50,11 @@ ncclResult_t pollAsync(ncclComm_t comm,
 StatusOr<std::unique_ptr<NcclCommunicator>>
 NcclCommunicator::create(Communicator &bootstrap, int cudaDevice,
                          NcclCommunicatorOptions options) {
-  std::unique_ptr<NcclCommunicator> nccl(new NcclCommunicator(
-      bootstrap, cudaDevice, timeoutFromEnvironment(options.timeoutSeconds)));
+  StatusOr<double> timeout = communicatorTimeout(options.timeoutSeconds);
+  if (!timeout)
+    return timeout.status();
+  std::unique_ptr<NcclCommunicator> nccl(
+      new NcclCommunicator(bootstrap, cudaDevice, *timeout));
   nccl->rank_ = bootstrap.rank();
   nccl->size_ = bootstrap.worldSize();
   FLEXMOE_RETURN_IF_ERROR(

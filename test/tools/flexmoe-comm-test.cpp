@@ -31,6 +31,7 @@
 #include "runtime/backends/cpu/CpuDevice.h"
 #include "runtime/device/MpiCommunicator.h"
 #include "runtime/executor/Executor.h"
+#include "runtime/train/Dataset.h"
 
 #include <chrono>
 #include <cmath>
@@ -308,28 +309,6 @@ void testRing(MpiCommunicator &comm, Checker &check) {
     }
 }
 
-int64_t elementsOf(const fb::Program &program, fb::BufferKind kind) {
-  for (const fb::Buffer *buffer : *program.buffers()) {
-    if (buffer->alias_of() >= 0 || buffer->kind() != kind)
-      continue;
-    int64_t n = 1;
-    for (int64_t d : *buffer->shape())
-      n *= d;
-    return n;
-  }
-  return 0;
-}
-
-int64_t findVocab(const fb::Program &program) {
-  for (const fb::Instruction *instruction : *program.instructions())
-    if (instruction->opcode() == fb::OpCode::Embedding)
-      return program.buffers()
-          ->Get(instruction->inputs()->Get(1))
-          ->shape()
-          ->Get(0);
-  return 0;
-}
-
 /// Trains `path` (world size P) over MPI, each rank on its share of one
 /// global batch, against `referencePath` (world size 1) on the whole batch.
 /// The per-rank losses are means over equal label counts, so their mean
@@ -355,17 +334,21 @@ int runExecutor(MpiCommunicator &comm, const std::string &path,
   if (ref.world_size() != 1)
     fatal("the reference '" + referencePath + "' is compiled for world size " +
           std::to_string(ref.world_size()) + "; it must be 1");
-  int64_t tokens = elementsOf(prog, fb::BufferKind::InputTokens);
-  int64_t labels = elementsOf(prog, fb::BufferKind::InputLabels);
-  int64_t refTokens = elementsOf(ref, fb::BufferKind::InputTokens);
-  int64_t refLabels = elementsOf(ref, fb::BufferKind::InputLabels);
+  StatusOr<train::ProgramInputShape> shape = train::programInputShape(prog);
+  if (!shape)
+    fatal(shape.status().message());
+  StatusOr<train::ProgramInputShape> refShape = train::programInputShape(ref);
+  if (!refShape)
+    fatal(refShape.status().message());
+  // Labels have the tokens' shape (one next token per position).
+  int64_t tokens = shape->localBatch * shape->seqLen, labels = tokens;
+  int64_t refTokens = refShape->localBatch * refShape->seqLen;
+  int64_t refLabels = refTokens;
   if (refTokens != p * tokens || refLabels != p * labels)
     fatal("the reference takes " + std::to_string(refTokens) + " tokens, not " +
           std::to_string(p) + " x " + std::to_string(tokens) +
           ": compile both with the same --batch");
-  int64_t vocab = findVocab(ref);
-  if (vocab <= 0)
-    fatal("the reference has no embedding to take the vocabulary from");
+  int64_t vocab = refShape->vocabSize;
 
   std::mt19937_64 rng(12345);
   std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(vocab - 1));

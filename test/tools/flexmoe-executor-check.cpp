@@ -27,6 +27,7 @@
 
 #include "runtime/backends/cpu/CpuDevice.h"
 #include "runtime/executor/Executor.h"
+#include "runtime/train/Dataset.h"
 
 #include <cmath>
 #include <cstdio>
@@ -111,10 +112,9 @@ int checkAccumulation(const char *halfPath, const char *fullPath) {
   program::LoadedProgram half = check(program::loadProgram(halfPath), "load");
   program::LoadedProgram full = check(program::loadProgram(fullPath), "load");
   auto inputSize = [](const fb::Program &prog) {
-    for (const fb::Buffer *buffer : *prog.buffers())
-      if (buffer->kind() == fb::BufferKind::InputTokens)
-        return static_cast<int64_t>(buffer->size() / 4);
-    return int64_t{0};
+    train::ProgramInputShape shape =
+        check(train::programInputShape(prog), "input shape");
+    return shape.localBatch * shape.seqLen;
   };
   int64_t n = inputSize(full.program());
   if (n != 2 * inputSize(half.program()))
@@ -174,17 +174,9 @@ int main(int argc, char **argv) {
   program::LoadedProgram program = check(program::loadProgram(argv[1]), "load");
   const fb::Program &prog = program.program();
 
-  int64_t numTokens = 0, vocab = 0;
-  for (const fb::Buffer *buffer : *prog.buffers())
-    if (buffer->kind() == fb::BufferKind::InputTokens &&
-        buffer->alias_of() < 0) {
-      numTokens = 1;
-      for (int64_t d : *buffer->shape())
-        numTokens *= d;
-    }
-  for (const fb::Instruction *inst : *prog.instructions())
-    if (inst->opcode() == fb::OpCode::Embedding && vocab == 0)
-      vocab = prog.buffers()->Get(inst->inputs()->Get(1))->shape()->Get(0);
+  train::ProgramInputShape shape =
+      check(train::programInputShape(prog), "input shape");
+  int64_t numTokens = shape.localBatch * shape.seqLen, vocab = shape.vocabSize;
   std::mt19937_64 rng(3);
   std::vector<int32_t> tokens(numTokens), labels(numTokens);
   for (size_t i = 0; i < tokens.size(); ++i) {

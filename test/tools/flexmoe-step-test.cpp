@@ -13,6 +13,7 @@
 
 #include "runtime/backends/cpu/CpuDevice.h"
 #include "runtime/executor/Executor.h"
+#include "runtime/train/Dataset.h"
 
 #include <chrono>
 #include <cmath>
@@ -28,17 +29,6 @@ namespace {
 int fail(const std::string &message) {
   std::fprintf(stderr, "flexmoe-step-test: %s\n", message.c_str());
   return 1;
-}
-
-/// The vocabulary: the row count of the table the first Embedding reads.
-int64_t findVocab(const fb::Program &program) {
-  for (const fb::Instruction *instruction : *program.instructions())
-    if (instruction->opcode() == fb::OpCode::Embedding)
-      return program.buffers()
-          ->Get(instruction->inputs()->Get(1))
-          ->shape()
-          ->Get(0);
-  return 0;
 }
 
 } // namespace
@@ -70,9 +60,10 @@ int main(int argc, char **argv) {
   if (!loaded)
     return fail(loaded.status().message());
   const fb::Program &program = loaded->program();
-  int64_t vocab = findVocab(program);
-  if (vocab <= 0)
-    return fail("the program has no embedding to take the vocabulary from");
+  StatusOr<train::ProgramInputShape> shape = train::programInputShape(program);
+  if (!shape)
+    return fail(shape.status().message());
+  int64_t vocab = shape->vocabSize;
 
   cpu::CpuDevice device;
   device::SingleProcessCommunicator comm;
@@ -84,18 +75,8 @@ int main(int argc, char **argv) {
     return fail(created.status().message());
   executor::Executor &executor = **created;
 
-  int64_t numTokens = 0, numLabels = 0;
-  for (const fb::Buffer *buffer : *program.buffers()) {
-    if (buffer->alias_of() >= 0)
-      continue;
-    int64_t n = 1;
-    for (int64_t d : *buffer->shape())
-      n *= d;
-    if (buffer->kind() == fb::BufferKind::InputTokens)
-      numTokens = n;
-    if (buffer->kind() == fb::BufferKind::InputLabels)
-      numLabels = n;
-  }
+  // Labels have the tokens' shape (one next token per position).
+  int64_t numTokens = shape->localBatch * shape->seqLen, numLabels = numTokens;
   std::mt19937_64 rng(seed + 1);
   std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(vocab - 1));
   std::vector<int32_t> tokens(numTokens), labels(numLabels);
