@@ -85,6 +85,44 @@ struct LayerStats {
   int64_t droppedTokens = 0;
 };
 
+/// What one setPlacement moved, on this rank.
+struct MigrationStats {
+  /// Expert replicas (parameters and optimizer state) received from and
+  /// sent to other ranks, and their bytes.
+  int64_t replicasReceived = 0, replicasSent = 0;
+  int64_t bytesReceived = 0, bytesSent = 0;
+  /// Replicas copied between slots of this rank (the slot rule moved them).
+  int64_t localMoves = 0;
+  /// Over all ranks: replicas that appeared and disappeared.
+  int64_t replicasAdded = 0, replicasRemoved = 0;
+  double seconds = 0;
+};
+
+/// Measured times of the last step (or evaluate) on this rank, for the
+/// policies' cost model and the decision log.
+struct StepTimings {
+  double stepSeconds = 0;
+  /// moe.experts and moe.experts_grad kernels, and the rows they computed
+  /// (forward rows; the backward recomputes the same rows).
+  double expertSeconds = 0;
+  int64_t expertRows = 0;
+  /// The all-to-all exchanges (pack, exchange, unpack) and the bytes this
+  /// rank sent to other ranks in them.
+  double allToAllSeconds = 0;
+  int64_t allToAllBytes = 0;
+  /// Computing the dispatch plans (the all-gather of counts included).
+  double planSeconds = 0;
+};
+
+/// A checksum of one local slot's expert state (parameters, and optimizer
+/// state separately), to check that replicas stay identical and that
+/// migrations lose nothing.
+struct SlotChecksum {
+  int64_t slot = 0;
+  int64_t expert = -1; ///< -1: empty slot
+  uint64_t parameters = 0, optimizerState = 0;
+};
+
 /// Called with every parameter's final gradient (after communication,
 /// before clipping and the update): for gradient dumps and cross-checks.
 using GradientObserver = std::function<void(const fb::Buffer &parameter,
@@ -142,6 +180,50 @@ public:
     return layerState_[layer].stats;
   }
   size_t numMoeLayers() const { return layerState_.size(); }
+
+  /// The current placement of MoE layer `layer` (the program's until the
+  /// first setPlacement).
+  const plan::Placement &placement(size_t layer) const {
+    return layerState_[layer].placement;
+  }
+
+  /// Collective, at a step boundary: every rank calls it with the same
+  /// placement for layer `layer` (same world size and slots per device as
+  /// the program's; checked with plan::validatePlacement). Each rank's
+  /// expert parameters and optimizer state move to the slots the new
+  /// placement gives them (docs/IR.md's slot rule): kept replicas are
+  /// copied locally, new ones received from a rank holding them, all in one
+  /// global order so that blocking point-to-point never deadlocks. Replica
+  /// groups and the gradient-norm terms follow. On error the executor is
+  /// unusable (ranks may have moved data); callers abort the run.
+  Status setPlacement(size_t layer, const plan::Placement &next,
+                      MigrationStats *stats = nullptr);
+
+  /// The layer's all-gathered token counts of the last step or evaluate
+  /// (counts[src * E + e], what the dispatch plan was made from).
+  std::span<const int64_t> routingCounts(size_t layer) const {
+    return layerState_[layer].allCounts;
+  }
+
+  /// Bytes of one expert's parameters (all of the layer's expert tensors)
+  /// and of its parameters plus optimizer state: the cost model's
+  /// replica-sync and migration sizes.
+  int64_t expertParameterBytes(size_t layer) const;
+  int64_t expertStateBytes(size_t layer) const;
+  /// Bytes of one row in the layer's all-to-all (d_model x 4).
+  int64_t allToAllRowBytes(size_t layer) const;
+
+  /// A test and benchmark load generator: `bias` (one value per expert of
+  /// the layer, or empty for none) is added to the gate's logits before the
+  /// softmax and top-k in training steps (not in evaluate). A constant of
+  /// the step, so the gradients stay exact for the biased model.
+  Status setRoutingBias(size_t layer, std::vector<float> bias);
+
+  /// This rank's local slots of layer `layer` and their checksums.
+  StatusOr<std::vector<SlotChecksum>> slotChecksums(size_t layer) const;
+
+  /// Timings of the last step or evaluate.
+  const StepTimings &timings() const { return timings_; }
 
   /// The program this executor runs and the device it runs on.
   const program::LoadedProgram &program() const { return program_; }
@@ -219,6 +301,7 @@ private:
   /// Runs over the stream (steps and evaluations): keys the per-run plans.
   int64_t runsDone_ = 0;
   GradientObserver gradientObserver_;
+  StepTimings timings_;
   /// From analyse(): the first AdamW instruction (every later one is an
   /// AdamW too: spmd-partition puts all updates last), the last instruction
   /// of the forward pass (the last writer of the loss), the cross-entropy

@@ -1,0 +1,3 @@
+//===- CostModel.cpp ---------------------------------------------------------===//
+
+#include "runtime/sched/CostModel.h"

@@ -1,0 +1,3 @@
+//===- RoutingTrace.cpp ---------------------------------------------------------===//
+
+#include "runtime/sched/RoutingTrace.h"
