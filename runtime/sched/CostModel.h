@@ -55,14 +55,42 @@ struct CostModel {
   /// (counts[src * E + e]). With `from`, adds the migration from that
   /// placement (replicas a device gains move expertStateBytes each; the
   /// busiest receiving device bounds it), divided by amortiseSteps (>= 1).
+  ///
+  /// The terms, with W devices, rows = maxDeviceCrossRows of
+  /// summarizeTraffic, and B = bytesPerSecond:
+  ///   compute     = secondsPerRow * max(load)
+  ///   allToAll    = allToAllsPerStep * (latency + rows * rowBytes / B),
+  ///                 0 when W == 1
+  ///   replicaSync = max over devices d of the sum, over the experts e with
+  ///                 R_e >= 2 replicas that d holds, of a ring all-reduce:
+  ///                 latency + 2 (R_e - 1) / R_e * expertParamBytes / B
+  ///   migration   = max over devices d of gained_d *
+  ///                 (latency + expertStateBytes / B) / amortiseSteps
+  /// An error for a placement or counts the plan library rejects, a `from`
+  /// of another shape, amortiseSteps < 1, or a coefficient out of range
+  /// (negative, not finite, bytesPerSecond <= 0).
   StatusOr<Prediction> predict(const plan::Placement &placement,
                                std::span<const int64_t> counts,
                                const plan::Placement *from = nullptr,
                                double amortiseSteps = 1) const;
+
+  /// The same into `out`, reusing its storage: what a policy calls for every
+  /// candidate placement. On error `out` is unspecified.
+  Status predictInto(const plan::Placement &placement,
+                     std::span<const int64_t> counts, Prediction &out,
+                     const plan::Placement *from = nullptr,
+                     double amortiseSteps = 1) const;
+
+  /// An error naming the first coefficient out of range.
+  Status validate() const;
 };
 
 /// Replicas each device gains going from `from` to `to` (same shape), and
 /// the replicas (expert, device) added and removed overall.
+/// gainedPerDevice has to.worldSize entries. Meant for placements that pass
+/// validatePlacement; otherwise device ids outside a placement's
+/// [0, worldSize) are ignored and experts only one placement has count as
+/// added or removed.
 struct PlacementDelta {
   std::vector<int64_t> gainedPerDevice;
   int64_t added = 0, removed = 0;

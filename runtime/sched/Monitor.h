@@ -40,12 +40,15 @@ StatusOr<TrafficSummary> summarizeTraffic(const plan::Placement &placement,
 /// One MoE layer's routing over the last `window` steps.
 class RoutingMonitor {
 public:
-  /// window >= 1 steps; worldSize and numExperts >= 1.
+  /// window >= 1 steps; worldSize and numExperts >= 1 (smaller values are
+  /// taken as 1).
   RoutingMonitor(int64_t worldSize, int64_t numExperts, int64_t window);
 
   /// Records one step: counts[src * numExperts + e] tokens (>= 0) that rank
-  /// src routed to expert e. An error if the size or a value is wrong; the
-  /// window is then unchanged. The oldest step leaves a full window.
+  /// src routed to expert e. An error if the size or a value is wrong, if
+  /// `step` is not greater than the latest recorded step, or if the window's
+  /// sum would overflow; the window is then unchanged. The oldest step
+  /// leaves a full window.
   Status record(int64_t step, std::span<const int64_t> counts);
 
   int64_t worldSize() const { return worldSize_; }

@@ -82,6 +82,8 @@ struct PolicyInput {
   const plan::Placement *base = nullptr;
   const RoutingMonitor *monitor = nullptr;
   const CostModel *cost = nullptr;
+  /// Names the layer in error messages.
+  std::string_view layerName = "unnamed";
 };
 
 class Policy {
