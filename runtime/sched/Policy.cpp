@@ -73,7 +73,8 @@ std::string describeChange(const Placement &from, const Placement &to) {
   }
   PlacementDelta delta = placementDelta(from, to);
   os << separator << delta.added
-     << (delta.added == 1 ? " replica copied" : " replicas copied");
+     << (delta.added == 1 ? " replica copied, " : " replicas copied, ")
+     << delta.removed << " dropped";
   return os.str();
 }
 
@@ -304,6 +305,54 @@ bool placeLpt(const std::vector<int64_t> &replicas,
   return true;
 }
 
+/// Moves replicas of `layout` back to where `current` has them whenever no
+/// device's load goes above the layout's maximum: into a free slot there,
+/// or by swapping with a replica that was itself moved in. Every such move
+/// saves a copy and keeps the layout as even.
+void keepInPlace(Layout &layout, const Placement &current,
+                 const std::vector<double> &rows) {
+  const int64_t W = current.worldSize, E = current.numExperts();
+  std::vector<char> home(W * E, 0);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t d : current.replicas[e])
+      home[d * E + e] = 1;
+  const double bound = layout.maxLoad() * (1 + 1e-9);
+  for (int64_t e = 0; e < E; ++e) {
+    std::vector<int64_t> devices = layout.devicesOf(e);
+    for (int64_t away : devices) {
+      if (home[away * E + e])
+        continue;
+      for (int64_t d : current.replicas[e]) {
+        if (layout.holds(d, e))
+          continue;
+        if (layout.free(d)) {
+          if (layout.load(d) + rows[e] > bound)
+            continue;
+          layout.remove(e, away, rows[e]);
+          layout.add(e, d, rows[e]);
+          break;
+        }
+        // Swap with a replica y that is not at home on d and may take
+        // e's place on `away`.
+        int64_t swap = -1;
+        for (int64_t y = 0; y < E && swap < 0; ++y)
+          if (y != e && layout.holds(d, y) && !home[d * E + y] &&
+              !layout.holds(away, y) &&
+              layout.load(d) - rows[y] + rows[e] <= bound &&
+              layout.load(away) - rows[e] + rows[y] <= bound)
+            swap = y;
+        if (swap < 0)
+          continue;
+        layout.remove(swap, d, rows[swap]);
+        layout.remove(e, away, rows[e]);
+        layout.add(e, d, rows[e]);
+        layout.add(swap, away, rows[swap]);
+        break;
+      }
+    }
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // The policies
 //===----------------------------------------------------------------------===//
@@ -491,8 +540,10 @@ Status FlexMoEPolicy::bestLayout(
   Layout sticky(W, E, limit);
   bool stickyFound =
       placeLpt(replicas, tokens, &current, plain.maxLoad(), sticky);
-  if (stickyFound)
+  if (stickyFound) {
+    keepInPlace(sticky, current, perReplicaLoad(tokens, replicas));
     FLEXMOE_RETURN_IF_ERROR(consider(sticky.toPlacement(S)));
+  }
   // Plain LPT moves more; it is only worth a look when keeping replicas in
   // place left the layout less even.
   if (!stickyFound || sticky.maxLoad() > plain.maxLoad() * (1 + 1e-9))
