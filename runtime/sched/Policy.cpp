@@ -498,14 +498,29 @@ public:
   StatusOr<Decision> decide(const PolicyInput &input) override;
 
 private:
-  /// The best layout of `replicas` (per expert): the incremental one (when
-  /// given), LPT keeping replicas where `current` has them, or plain LPT,
-  /// whichever the cost model predicts fastest (earlier ones on ties).
+  /// The step time of a prediction without its migration, summed the way
+  /// predict() sums it for a placement migrating from itself.
+  static double stepTime(const CostModel::Prediction &p) {
+    return p.compute + p.allToAll + p.replicaSync + 0.0;
+  }
+
+  /// Whether moving from a placement predicted at `from` (its step time) to
+  /// one predicted at `to` (with the move's migration) pays by minGain.
+  bool pays(double from, const CostModel::Prediction &to) const {
+    double gain = from - to.total;
+    return gain > 0 && gain >= options_.minGain * from;
+  }
+
+  /// The best layout of `replicas` (per expert) coming from `home`: the
+  /// incremental one (when given), LPT keeping replicas where `home` has
+  /// them, or plain LPT, whichever the cost model predicts fastest (earlier
+  /// ones on ties), migration from `home` included.
   Status bestLayout(const PolicyInput &input, std::span<const int64_t> counts,
                     const std::vector<double> &tokens,
                     const std::vector<int64_t> &replicas, int64_t limit,
-                    const Placement *incremental, Placement &best,
-                    CostModel::Prediction &bestPrediction, bool &found);
+                    const Placement &home, const Placement *incremental,
+                    Placement &best, CostModel::Prediction &bestPrediction,
+                    bool &found);
 
   PolicyOptions options_;
   CostModel::Prediction scratchPrediction_;
@@ -514,16 +529,15 @@ private:
 Status FlexMoEPolicy::bestLayout(
     const PolicyInput &input, std::span<const int64_t> counts,
     const std::vector<double> &tokens, const std::vector<int64_t> &replicas,
-    int64_t limit, const Placement *incremental, Placement &best,
-    CostModel::Prediction &bestPrediction, bool &found) {
-  const Placement &current = *input.current;
-  const int64_t W = current.worldSize, E = current.numExperts(),
-                S = current.slotsPerDevice;
+    int64_t limit, const Placement &home, const Placement *incremental,
+    Placement &best, CostModel::Prediction &bestPrediction, bool &found) {
+  const int64_t W = home.worldSize, E = home.numExperts(),
+                S = home.slotsPerDevice;
   found = false;
   auto consider = [&](Placement candidate) -> Status {
-    FLEXMOE_RETURN_IF_ERROR(
-        input.cost->predictInto(candidate, counts, scratchPrediction_, &current,
-                                options_.expectedInterval));
+    FLEXMOE_RETURN_IF_ERROR(input.cost->predictInto(candidate, counts,
+                                                    scratchPrediction_, &home,
+                                                    options_.expectedInterval));
     if (!found || scratchPrediction_.total < bestPrediction.total) {
       found = true;
       best = std::move(candidate);
@@ -538,10 +552,9 @@ Status FlexMoEPolicy::bestLayout(
   if (!placeLpt(replicas, tokens, nullptr, 0, plain))
     return Status::ok();
   Layout sticky(W, E, limit);
-  bool stickyFound =
-      placeLpt(replicas, tokens, &current, plain.maxLoad(), sticky);
+  bool stickyFound = placeLpt(replicas, tokens, &home, plain.maxLoad(), sticky);
   if (stickyFound) {
-    keepInPlace(sticky, current, perReplicaLoad(tokens, replicas));
+    keepInPlace(sticky, home, perReplicaLoad(tokens, replicas));
     FLEXMOE_RETURN_IF_ERROR(consider(sticky.toPlacement(S)));
   }
   // Plain LPT moves more; it is only worth a look when keeping replicas in
@@ -572,30 +585,34 @@ StatusOr<Decision> FlexMoEPolicy::decide(const PolicyInput &input) {
     return unchanged(current, before, trigger + ": no change");
 
   std::vector<double> tokens = expertTokens(counts, W, E);
-  auto accepts = [&](const CostModel::Prediction &from,
-                     const CostModel::Prediction &to) {
-    double gain = from.total - to.total;
-    return gain > 0 && gain >= options_.minGain * from.total;
-  };
 
-  // The accepted placement so far and its prediction (with the migration
-  // from `current`, amortised).
+  // Every change is judged from the placement accepted so far as if it were
+  // the current one (its migration from there, its step time without
+  // migration). The greedy stops where both a new replica and a new layout
+  // fail to pay, so a decision on the placement it returns, with the same
+  // counts, makes exactly the failed tries again and changes nothing. The
+  // steps' migrations add up to at least the direct one from `current`,
+  // so the whole change pays by at least minGain too.
   Placement accepted = normalized(current);
-  CostModel::Prediction acceptedPrediction = before;
+  double acceptedTime = stepTime(before);
   std::vector<int64_t> replicas = replicaCounts(current);
   Placement candidate;
   CostModel::Prediction candidatePrediction;
   bool found = false;
   std::string stopped;
-
-  // A better layout of the same replicas needs no new replica: try it first.
-  FLEXMOE_RETURN_IF_ERROR(bestLayout(input, counts, tokens, replicas, limit,
-                                     nullptr, candidate, candidatePrediction,
-                                     found));
-  if (found && accepts(acceptedPrediction, candidatePrediction)) {
+  auto accept = [&](std::vector<int64_t> next) {
     accepted = std::move(candidate);
-    acceptedPrediction = std::move(candidatePrediction);
-  }
+    acceptedTime = stepTime(candidatePrediction);
+    replicas = std::move(next);
+  };
+
+  // A better layout of the same replicas first: it needs no new replica.
+  FLEXMOE_RETURN_IF_ERROR(bestLayout(input, counts, tokens, replicas, limit,
+                                     accepted, nullptr, candidate,
+                                     candidatePrediction, found));
+  if (found && !sameSets(candidate, accepted) &&
+      pays(acceptedTime, candidatePrediction))
+    accept(replicas);
 
   const int64_t maxSteps = kMaxGreedyStepsPerExpert * (E + W);
   for (int64_t step = 0; step < maxSteps; ++step) {
@@ -606,103 +623,107 @@ StatusOr<Decision> FlexMoEPolicy::decide(const PolicyInput &input) {
           (hot < 0 || tokens[e] * static_cast<double>(replicas[hot]) >
                           tokens[hot] * static_cast<double>(replicas[e])))
         hot = e;
-    if (hot < 0 || tokens[hot] == 0) {
-      stopped = "no expert can take another replica";
-      break;
-    }
     const int64_t used = std::accumulate(replicas.begin(), replicas.end(),
                                          static_cast<int64_t>(0));
     // (b) with every slot taken, the least-loaded replicated expert gives
     // one up.
     int64_t cold = -1;
-    if (used >= W * limit) {
+    if (hot >= 0 && used >= W * limit)
       for (int64_t e = 0; e < E; ++e)
         if (e != hot && replicas[e] >= 2 &&
             (cold < 0 || tokens[e] * static_cast<double>(replicas[cold]) <
                              tokens[cold] * static_cast<double>(replicas[e])))
           cold = e;
-      if (cold < 0) {
-        stopped = "every slot is taken and no other expert has a spare "
-                  "replica";
-        break;
-      }
-    }
-    std::vector<int64_t> next = replicas;
-    ++next[hot];
-    if (cold >= 0)
-      --next[cold];
 
-    // The incremental layout: the accepted one, the cold expert's replica
-    // leaving its most loaded device (one without the hot expert if it
-    // can), the new replica going to the least-loaded device that may take
-    // it.
-    // Loads use the new replica counts throughout, so the layout's loads
-    // are those after the change.
-    std::vector<double> rows = perReplicaLoad(tokens, next);
-    Layout grown(W, E, limit);
-    for (int64_t e = 0; e < E; ++e)
-      for (int64_t d : accepted.replicas[e])
-        grown.add(e, d, rows[e]);
-    bool incrementalOk = true;
-    if (cold >= 0) {
-      int64_t victim = -1;
-      for (int64_t d : grown.devicesOf(cold)) {
-        auto better = [&](int64_t a, int64_t b) {
-          if (grown.holds(a, hot) != grown.holds(b, hot))
-            return !grown.holds(a, hot);
-          if (grown.load(a) != grown.load(b))
-            return grown.load(a) > grown.load(b);
-          return a < b;
-        };
-        if (victim < 0 || better(d, victim))
-          victim = d;
-      }
-      grown.remove(cold, victim, rows[cold]);
-    }
-    int64_t target = grown.leastLoadedLegal(hot);
-    if (target >= 0)
-      grown.add(hot, target, rows[hot]);
-    else
-      incrementalOk = false;
-    Placement incremental;
-    if (incrementalOk)
-      incremental = grown.toPlacement(S);
+    if (hot < 0 || tokens[hot] == 0) {
+      stopped = "no expert can take another replica";
+    } else if (used >= W * limit && cold < 0) {
+      stopped = "every slot is taken and no other expert has a spare replica";
+    } else {
+      std::vector<int64_t> next = replicas;
+      ++next[hot];
+      if (cold >= 0)
+        --next[cold];
 
-    FLEXMOE_RETURN_IF_ERROR(bestLayout(input, counts, tokens, next, limit,
-                                       incrementalOk ? &incremental : nullptr,
-                                       candidate, candidatePrediction, found));
-    std::string change = "+1 replica of expert " + std::to_string(hot);
-    if (cold >= 0)
-      change += ", -1 of expert " + std::to_string(cold);
-    if (!found || !accepts(acceptedPrediction, candidatePrediction)) {
-      stopped = found ? change + " predicts " +
-                            formatMs(acceptedPrediction.total) + " -> " +
-                            formatMs(candidatePrediction.total)
+      // The incremental layout: the accepted one, the cold expert's replica
+      // leaving its most loaded device (one without the hot expert if it
+      // can), the new replica going to the least-loaded device that may
+      // take it. Loads use the new replica counts throughout.
+      std::vector<double> rows = perReplicaLoad(tokens, next);
+      Layout grown(W, E, limit);
+      for (int64_t e = 0; e < E; ++e)
+        for (int64_t d : accepted.replicas[e])
+          grown.add(e, d, rows[e]);
+      if (cold >= 0) {
+        int64_t victim = -1;
+        for (int64_t d : grown.devicesOf(cold)) {
+          auto better = [&](int64_t a, int64_t b) {
+            if (grown.holds(a, hot) != grown.holds(b, hot))
+              return !grown.holds(a, hot);
+            if (grown.load(a) != grown.load(b))
+              return grown.load(a) > grown.load(b);
+            return a < b;
+          };
+          if (victim < 0 || better(d, victim))
+            victim = d;
+        }
+        grown.remove(cold, victim, rows[cold]);
+      }
+      int64_t target = grown.leastLoadedLegal(hot);
+      Placement incremental;
+      if (target >= 0) {
+        grown.add(hot, target, rows[hot]);
+        incremental = grown.toPlacement(S);
+      }
+
+      FLEXMOE_RETURN_IF_ERROR(
+          bestLayout(input, counts, tokens, next, limit, accepted,
+                     target >= 0 ? &incremental : nullptr, candidate,
+                     candidatePrediction, found));
+      if (found && pays(acceptedTime, candidatePrediction)) {
+        accept(std::move(next));
+        continue;
+      }
+      std::string change = "+1 replica of expert " + std::to_string(hot);
+      if (cold >= 0)
+        change += ", -1 of expert " + std::to_string(cold);
+      stopped = found ? change + " predicts " + formatMs(acceptedTime) +
+                            " -> " + formatMs(candidatePrediction.total)
                       : change + " finds no layout";
-      break;
     }
-    accepted = std::move(candidate);
-    acceptedPrediction = std::move(candidatePrediction);
-    replicas = std::move(next);
+
+    // No new replica pays: a better layout of the same replicas might (and
+    // then the greedy goes on from there).
+    FLEXMOE_RETURN_IF_ERROR(bestLayout(input, counts, tokens, replicas, limit,
+                                       accepted, nullptr, candidate,
+                                       candidatePrediction, found));
+    if (found && !sameSets(candidate, accepted) &&
+        pays(acceptedTime, candidatePrediction)) {
+      accept(replicas);
+      continue;
+    }
+    break;
   }
 
   if (sameSets(accepted, current))
     return unchanged(current, before,
                      trigger + ": no change pays (" + stopped + ")");
 
+  CostModel::Prediction after;
+  FLEXMOE_RETURN_IF_ERROR(cost.predictInto(accepted, counts, after, &current,
+                                           options_.expectedInterval));
   Decision decision;
   decision.changed = true;
   decision.replicasBefore = replicaCounts(current);
   decision.replicasAfter = replicaCounts(accepted);
   decision.observedBalance = before.balanceRatio;
   decision.reason = trigger + ": " + describeChange(current, accepted) +
-                    "; predicted balance " +
-                    formatRatio(acceptedPrediction.balanceRatio) + ", step " +
-                    formatMs(before.total) + " -> " +
-                    formatMs(acceptedPrediction.total);
+                    "; predicted balance " + formatRatio(after.balanceRatio) +
+                    ", step " + formatMs(before.total) + " -> " +
+                    formatMs(after.total);
   decision.next = std::move(accepted);
   decision.before = std::move(before);
-  decision.after = std::move(acceptedPrediction);
+  decision.after = std::move(after);
   return decision;
 }
 
