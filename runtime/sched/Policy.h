@@ -1,23 +1,30 @@
 //===- Policy.h - placement policies: static, shadow, flexmoe ---*- C++ -*-===//
 //
 // A policy looks at one MoE layer's routing window at a step boundary and
-// may return a new placement for it (DESIGN.md's scheduling module):
+// may return a new placement for it (DESIGN.md's scheduling module;
+// docs/scheduling.md has the algorithms in full):
 //   static   never changes the placement (plain expert parallelism; with a
 //            program compiled with a capacity factor it drops overflow
 //            tokens, as DeepSpeed-MoE does);
-//   shadow   FasterMoE's shadowing: replicate the hottest experts of the
-//            latest step onto every device (into free slots) while the cost
-//            model says the saved compute pays for broadcasting their
-//            parameters and reducing their gradients; the shadows are
-//            dropped again when they stop paying;
+//   shadow   FasterMoE's shadowing: from the base placement, replicate the
+//            hottest experts of the latest step onto every device with a
+//            free slot while the cost model says the saved compute and
+//            traffic pay for broadcasting their parameters (amortised over
+//            one step) and reducing their gradients; shadows are dropped
+//            again when they stop paying. Adding shadows must pay by
+//            minGain; dropping them only has to be no slower;
 //   flexmoe  FlexMoE's heuristic: when the window's balance ratio exceeds
 //            the threshold, greedily add a replica (vExpert) to the expert
-//            with the highest per-replica load and remove one from the
-//            least-used replicated expert, accepting each change only while
-//            the cost model (with the migration amortised over the expected
-//            interval) predicts a shorter step; then place the replicas so
-//            per-device load evens out within the slot limit, keeping
-//            replicas where they already are when that costs nothing.
+//            with the highest per-replica load (with every slot taken, in
+//            exchange for one of the least-loaded replicated expert), lay
+//            the replicas out so per-device load evens out within the slot
+//            limit, keeping replicas where they already are when that costs
+//            no balance, and accept each change only while the cost model
+//            (with the migration amortised over the expected interval)
+//            predicts a step shorter by minGain; a re-layout of the same
+//            replicas is tried first and whenever no new replica pays.
+// A current (or base) placement with a device over the policy's slot limit
+// is an error for shadow and flexmoe.
 // Policies are deterministic: every rank computes the same decision from
 // the same (all-gathered) counts, so no rank has to broadcast it.
 //
@@ -63,14 +70,17 @@ struct Decision {
   plan::Placement next;
   /// Replicas per expert before and after.
   std::vector<int64_t> replicasBefore, replicasAfter;
-  /// Predicted step times under the counts the decision used: the current
-  /// placement, and `next` including its amortised migration.
+  /// Predicted step times under the counts the decision used (flexmoe and
+  /// static: the window's mean; shadow: the latest step): the current
+  /// placement, and `next` including its migration from the current one,
+  /// amortised (flexmoe: over expectedInterval; shadow: over 1 step).
   CostModel::Prediction before, after;
   /// Balance ratio of the counts the decision used under the current
   /// placement (the trigger).
   double observedBalance = 1.0;
-  /// One line for the decision log, e.g. "balance 1.83 > 1.25: +1 replica
-  /// of expert 3, -1 of expert 5".
+  /// One line for the decision log, e.g. "balance 1.83 > 1.25: expert 3 +1
+  /// replica, expert 5 -1 replica, 1 replica copied, 1 dropped; predicted
+  /// balance 1.05, step 2.31 ms -> 1.72 ms".
   std::string reason;
 };
 
