@@ -9,7 +9,6 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <sstream>
 
 using namespace flexmoe;
 using namespace flexmoe::sched;
@@ -243,30 +242,20 @@ flexmoe::sched::readRoutingTrace(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
     return errorf("cannot open routing trace '", path, "': ", systemError());
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad())
-    return errorf("cannot read routing trace '", path, "': ", systemError());
-  const std::string text = buffer.str();
-  if (text.empty())
-    return errorf(path, ": empty file, not a routing trace");
 
   RoutingTrace trace;
-  size_t begin = 0;
+  std::string line;
   int64_t lineNo = 0;
-  while (begin < text.size()) {
+  while (std::getline(in, line)) {
     ++lineNo;
-    size_t end = text.find('\n', begin);
     auto fail = [&](const Status &status) {
       return errorf(path, ":", lineNo, ": ", status.message());
     };
     // The writer ends every line, so a line without its newline is the
     // tail of an interrupted write.
-    if (end == std::string::npos)
+    if (in.eof())
       return fail(
           Status::error("truncated line (no newline at the end of the file)"));
-    std::string_view line(text.data() + begin, end - begin);
-    begin = end + 1;
     if (line.empty())
       return fail(Status::error("empty line"));
     json value;
@@ -285,5 +274,9 @@ flexmoe::sched::readRoutingTrace(const std::string &path) {
       return fail(status);
     trace.records.push_back(std::move(record));
   }
+  if (in.bad())
+    return errorf("cannot read routing trace '", path, "': ", systemError());
+  if (lineNo == 0)
+    return errorf(path, ": empty file, not a routing trace");
   return trace;
 }
