@@ -149,6 +149,13 @@ std::vector<double> expertTokens(std::span<const int64_t> counts, int64_t W,
   return tokens;
 }
 
+/// The step time of a prediction without its migration, summed the way
+/// predict() sums it for a placement migrating from itself (so the two
+/// compare exactly).
+double stepTime(const CostModel::Prediction &p) {
+  return p.compute + p.allToAll + p.replicaSync + 0.0;
+}
+
 Decision unchanged(const Placement &current, CostModel::Prediction before,
                    std::string reason) {
   Decision decision;
@@ -395,8 +402,8 @@ public:
     if (input.monitor->samples() == 0)
       return unchanged(current, before, "no routing recorded yet");
 
-    // Start from the base; migrating to it from the current placement
-    // costs nothing (shadows are only dropped).
+    // Start from the base: when the current placement is the base plus
+    // shadows, as this policy keeps it, going back moves nothing.
     Placement candidate = normalized(*input.base);
     CostModel::Prediction candidatePrediction, trialPrediction;
     FLEXMOE_RETURN_IF_ERROR(
@@ -432,8 +439,13 @@ public:
       std::sort(devices.begin(), devices.end());
       FLEXMOE_RETURN_IF_ERROR(
           cost.predictInto(trial, counts, trialPrediction, &current));
+      // The bar is the candidate's step time without its migration: a
+      // decision on the placement this one returns, with the same counts,
+      // then accepts the same shadows (in place, they move nothing) and
+      // rejects the same next one, so it changes nothing.
       double gain = candidatePrediction.total - trialPrediction.total;
-      if (!(gain > 0 && gain >= options_.minGain * candidatePrediction.total)) {
+      if (!(gain > 0 &&
+            gain >= options_.minGain * stepTime(candidatePrediction))) {
         stopped = "shadowing expert " + std::to_string(e) + " predicts " +
                   formatMs(candidatePrediction.total) + " -> " +
                   formatMs(trialPrediction.total);
@@ -498,12 +510,6 @@ public:
   StatusOr<Decision> decide(const PolicyInput &input) override;
 
 private:
-  /// The step time of a prediction without its migration, summed the way
-  /// predict() sums it for a placement migrating from itself.
-  static double stepTime(const CostModel::Prediction &p) {
-    return p.compute + p.allToAll + p.replicaSync + 0.0;
-  }
-
   /// Whether moving from a placement predicted at `from` (its step time) to
   /// one predicted at `to` (with the move's migration) pays by minGain.
   bool pays(double from, const CostModel::Prediction &to) const {
