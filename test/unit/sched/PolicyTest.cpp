@@ -209,6 +209,19 @@ TEST(SchedPolicy, MalformedInput) {
   EXPECT_EQ(errorOf(PolicyKind::FlexMoE, input, 1),
             "device 0 holds 2 experts of layer 'moe1' in the current "
             "placement, more than the 1 slots the policy may fill");
+  plan::Placement otherBase = plan::roundRobinPlacement(4, 2, 4);
+  i = input;
+  i.base = &otherBase;
+  EXPECT_EQ(errorOf(PolicyKind::Shadow, i),
+            "the base placement of layer 'moe1' has another shape than the "
+            "current one");
+  plan::Placement fullBase = plan::roundRobinPlacement(4, 2, 3);
+  fullBase.replicas[1] = {1, 0};
+  i = input;
+  i.base = &fullBase;
+  EXPECT_EQ(errorOf(PolicyKind::Shadow, i, 2),
+            "device 0 holds 3 experts of layer 'moe1' in the base placement, "
+            "more than the 2 slots the policy may fill");
   CostModel broken = cost;
   broken.secondsPerRow = -1;
   i = input;
@@ -286,7 +299,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Scenario{4, 16, 8, hotCounts(4, 16, 9, 4000, 10)},
                       Scenario{16, 64, 8, zipfCounts(16, 64, 8192, 1.1)}));
 
-TEST(SchedPolicyFlexMoE2, BalancedTrafficNeverChanges) {
+TEST(SchedPolicyFlexMoECases, BalancedTrafficNeverChanges) {
   const int64_t W = 4, E = 8;
   plan::Placement current = plan::roundRobinPlacement(E, W, 4);
   Vec counts(W * E, 100);
@@ -303,7 +316,7 @@ TEST(SchedPolicyFlexMoE2, BalancedTrafficNeverChanges) {
   checkDecision(*d, current, 4, counts);
 }
 
-TEST(SchedPolicyFlexMoE2, NoRoutingYetNeverChanges) {
+TEST(SchedPolicyFlexMoECases, NoRoutingYetNeverChanges) {
   plan::Placement current = plan::roundRobinPlacement(8, 2, 8);
   RoutingMonitor monitor(2, 8, 4);
   CostModel cost = computeBound();
@@ -315,7 +328,31 @@ TEST(SchedPolicyFlexMoE2, NoRoutingYetNeverChanges) {
   EXPECT_FALSE(d->changed);
 }
 
-TEST(SchedPolicyFlexMoE2, RespectsTheSlotLimit) {
+TEST(SchedPolicyFlexMoECases, PlansForTheWindowMean) {
+  // Seven skewed steps and an even last one: the mean is still skewed.
+  const int64_t W = 4, E = 8;
+  plan::Placement current = plan::roundRobinPlacement(E, W, 4);
+  RoutingMonitor monitor(W, E, 8);
+  for (int64_t step = 1; step <= 7; ++step)
+    ASSERT_TRUE(monitor.record(step, hotCounts(W, E, 0, 1000, 20)));
+  ASSERT_TRUE(monitor.record(8, Vec(W * E, 100)));
+  Vec mean = monitor.meanCounts();
+  CostModel cost = computeBound();
+  PolicyOptions options;
+  options.kind = PolicyKind::FlexMoE;
+  StatusOr<Decision> d = policyOrDie(options)->decide(
+      {8, &current, &current, &monitor, &cost, "moe"});
+  ASSERT_TRUE(d) << d.status().message();
+  ASSERT_TRUE(d->changed) << d->reason;
+  StatusOr<TrafficSummary> observed = summarizeTraffic(current, mean);
+  ASSERT_TRUE(observed);
+  EXPECT_DOUBLE_EQ(d->observedBalance, observed->balanceRatio);
+  EXPECT_DOUBLE_EQ(d->before.balanceRatio, observed->balanceRatio);
+  checkDecision(*d, current, 4, mean);
+  EXPECT_LE(d->after.balanceRatio, options.rebalanceThreshold);
+}
+
+TEST(SchedPolicyFlexMoECases, RespectsTheSlotLimit) {
   const int64_t W = 4, E = 8;
   plan::Placement current = plan::roundRobinPlacement(E, W, 8);
   Vec counts = zipfCounts(W, E, 4096, 1.4);
@@ -333,7 +370,7 @@ TEST(SchedPolicyFlexMoE2, RespectsTheSlotLimit) {
 
 // Every slot taken: a replica of the hot expert needs one of the cold
 // replicated expert's.
-TEST(SchedPolicyFlexMoE2, TradesAColdReplicaWhenSlotsAreFull) {
+TEST(SchedPolicyFlexMoECases, TradesAColdReplicaWhenSlotsAreFull) {
   plan::Placement current;
   current.worldSize = 2;
   current.slotsPerDevice = 2;
@@ -356,7 +393,7 @@ TEST(SchedPolicyFlexMoE2, TradesAColdReplicaWhenSlotsAreFull) {
 
 // Two hot experts on one device and no spare slot: the same replicas laid
 // out again (a pure migration) fix it.
-TEST(SchedPolicyFlexMoE2, MovesExpertsWithoutNewReplicas) {
+TEST(SchedPolicyFlexMoECases, MovesExpertsWithoutNewReplicas) {
   plan::Placement current;
   current.worldSize = 2;
   current.slotsPerDevice = 2;
@@ -375,7 +412,7 @@ TEST(SchedPolicyFlexMoE2, MovesExpertsWithoutNewReplicas) {
   checkDecision(*d, current, 2, counts);
 }
 
-TEST(SchedPolicyFlexMoE2, MinGainHoldsBackSmallGains) {
+TEST(SchedPolicyFlexMoECases, MinGainHoldsBackSmallGains) {
   const int64_t W = 4, E = 8;
   plan::Placement current = plan::roundRobinPlacement(E, W, 4);
   Vec counts = zipfCounts(W, E, 4096, 1.2);
@@ -392,7 +429,7 @@ TEST(SchedPolicyFlexMoE2, MinGainHoldsBackSmallGains) {
   checkDecision(*d, current, 4, counts);
 }
 
-TEST(SchedPolicyFlexMoE2, ExpensiveMigrationDoesNotPay) {
+TEST(SchedPolicyFlexMoECases, ExpensiveMigrationDoesNotPay) {
   const int64_t W = 4, E = 8;
   plan::Placement current = plan::roundRobinPlacement(E, W, 4);
   Vec counts = hotCounts(W, E, 0, 1000, 20);
