@@ -227,6 +227,7 @@ void corruptOneSlot(Executor &ex, size_t layer) {
                     static_cast<long long>(gComm->rank()),
                     static_cast<long long>(sum.expert),
                     static_cast<long long>(sum.slot), b.name()->c_str());
+        std::fflush(stdout);
         return;
       }
   }
