@@ -29,6 +29,14 @@
 #include <thread>
 #include <tuple>
 
+namespace flexmoe::executor {
+// For EXPECT_EQ on checksum lists (found by argument-dependent lookup).
+bool operator==(const SlotChecksum &a, const SlotChecksum &b) {
+  return a.slot == b.slot && a.expert == b.expert &&
+         a.parameters == b.parameters && a.optimizerState == b.optimizerState;
+}
+} // namespace flexmoe::executor
+
 using namespace flexmoe;
 using namespace flexmoe::testing;
 using executor::Executor;
@@ -240,13 +248,13 @@ program::LoadedProgram load(const ProgramDesc &desc) {
 }
 
 /// An executor of the 6-slot program (4 experts, 2 empty slots).
-struct Run {
+struct TestRun {
   program::LoadedProgram program;
   cpu::CpuDevice device;
   device::SingleProcessCommunicator comm;
   std::unique_ptr<Executor> executor;
 
-  explicit Run(int32_t slots = 6) : program(load(moeProgram(slots))) {
+  explicit TestRun(int32_t slots = 6) : program(load(moeProgram(slots))) {
     executor::ExecutorOptions options;
     options.seed = 7;
     StatusOr<std::unique_ptr<Executor>> created =
@@ -300,14 +308,8 @@ std::string setPlacementError(Executor &ex, size_t layer,
   return status.isOk() ? "<ok>" : status.message();
 }
 
-bool operator==(const executor::SlotChecksum &a,
-                const executor::SlotChecksum &b) {
-  return a.slot == b.slot && a.expert == b.expert &&
-         a.parameters == b.parameters && a.optimizerState == b.optimizerState;
-}
-
 TEST(Placement, SetPlacementRejectsBadPlacementsByLayer) {
-  Run run;
+  TestRun run;
   ASSERT_TRUE(run.executor);
   Executor &ex = *run.executor;
   const plan::Placement good = ex.placement(0);
@@ -363,7 +365,7 @@ TEST(Placement, SetPlacementRejectsBadPlacementsByLayer) {
 }
 
 TEST(Placement, AnUnchangedPlacementMovesNothingAndTrainsIdentically) {
-  Run moved, still;
+  TestRun moved, still;
   ASSERT_TRUE(moved.executor && still.executor);
   moved.step();
   still.step();
@@ -388,7 +390,7 @@ TEST(Placement, AnUnchangedPlacementMovesNothingAndTrainsIdentically) {
 }
 
 TEST(Placement, SlotChecksumsFollowTheSlotsAndTheirState) {
-  Run run;
+  TestRun run;
   ASSERT_TRUE(run.executor);
   std::vector<executor::SlotChecksum> sums = run.checksums();
   ASSERT_EQ(sums.size(), 6u);
@@ -422,7 +424,7 @@ TEST(Placement, SlotChecksumsFollowTheSlotsAndTheirState) {
 }
 
 TEST(Placement, ExpertSizes) {
-  Run run;
+  TestRun run;
   ASSERT_TRUE(run.executor);
   int64_t params = (kD * kH + kH + kH * kD + kD) * 4;
   EXPECT_EQ(run.executor->expertParameterBytes(0), params);
@@ -431,7 +433,7 @@ TEST(Placement, ExpertSizes) {
 }
 
 TEST(Placement, RoutingBiasIsCheckedAndSkewsTheRouting) {
-  Run run;
+  TestRun run;
   ASSERT_TRUE(run.executor);
   Executor &ex = *run.executor;
   Status status = ex.setRoutingBias(0, {1, 2, 3});
@@ -468,12 +470,12 @@ TEST(Placement, TheBiasedModelsGateGradientIsExact) {
   // probabilities.
   const std::vector<float> bias = {0.8f, -0.4f, 0.3f, 0.f};
   auto lossAt = [&](int64_t index, float delta) {
-    Run run;
+    TestRun run;
     EXPECT_TRUE(run.executor->setRoutingBias(0, bias).isOk());
     run.values("moe0.gate")[index] += delta;
     return static_cast<double>(run.step());
   };
-  Run run;
+  TestRun run;
   ASSERT_TRUE(run.executor->setRoutingBias(0, bias).isOk());
   std::vector<float> grad, unbiasedGrad;
   run.executor->setGradientObserver(
@@ -484,7 +486,7 @@ TEST(Placement, TheBiasedModelsGateGradientIsExact) {
   run.step();
   ASSERT_EQ(grad.size(), static_cast<size_t>(kD * kE));
 
-  Run plain;
+  TestRun plain;
   plain.executor->setGradientObserver(
       [&](const fb::Buffer &param, const device::Operand &g) {
         if (param.name()->str() == "moe0.gate")
@@ -510,7 +512,7 @@ TEST(Placement, TheBiasedModelsGateGradientIsExact) {
 }
 
 TEST(Placement, TimingsOfAStepAndAnEvaluation) {
-  Run run;
+  TestRun run;
   ASSERT_TRUE(run.executor);
   run.step();
   const executor::StepTimings &t = run.executor->timings();
@@ -528,7 +530,7 @@ TEST(Placement, TimingsOfAStepAndAnEvaluation) {
 
 TEST(Placement, CheckpointsFollowTheCurrentPlacement) {
   TempDir dir;
-  Run run;
+  TestRun run;
   ASSERT_TRUE(run.executor);
   run.step();
   std::string path = dir.file("c");
@@ -720,7 +722,7 @@ TEST(Placement, SlotsMoveUnderTheSlotRuleBetweenTwoRanks) {
 }
 
 TEST(Placement, SlotMapOfAPlacement) {
-  Run run;
+  TestRun run;
   ASSERT_TRUE(run.executor);
   train::SlotMap fromProgram =
       train::slotMapOf(*run.program.program().moe_layers()->Get(0));
