@@ -262,6 +262,9 @@ private:
     std::vector<uint32_t> expertParameters, expertState;
     /// setRoutingBias's values (empty: none).
     std::vector<float> routingBias;
+    /// setPlacement's host staging (old slots, one message), kept so that
+    /// later migrations reuse the pages.
+    std::vector<std::byte> migrationScratch;
   };
 
   // Run-time placement (ExecutorPlacement.cpp).

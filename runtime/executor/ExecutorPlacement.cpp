@@ -160,75 +160,94 @@ Status Executor::setPlacement(size_t layer, const plan::Placement &next,
   plan::SlotTable from = plan::buildSlotTable(current);
   plan::SlotTable to = plan::buildSlotTable(next);
 
-  // Old contents on the host, new contents built beside them (empty slots
-  // stay zero): slots shift under the slot rule, so no copy may read a slot
-  // that another already overwrote.
+  // One expert's slot of every buffer, packed in buffer order: the unit
+  // of a transfer and of the snapshot below.
   std::vector<uint32_t> ids = state.expertParameters;
   ids.insert(ids.end(), state.expertState.begin(), state.expertState.end());
-  std::vector<std::vector<std::byte>> before(ids.size()), after(ids.size());
   std::vector<size_t> slotBytes(ids.size());
   size_t messageBytes = 0;
-  FLEXMOE_RETURN_IF_ERROR(stream_->synchronize());
   for (size_t b = 0; b < ids.size(); ++b) {
-    const Operand &operand = operands_[ids[b]];
-    before[b].resize(operand.numBytes());
-    after[b].assign(operand.numBytes(), std::byte{0});
-    slotBytes[b] = operand.numBytes() / slots;
+    slotBytes[b] = operands_[ids[b]].numBytes() / slots;
     messageBytes += slotBytes[b];
-    FLEXMOE_RETURN_IF_ERROR(
-        device_.copyToHost(before[b].data(), operand.data, operand.numBytes()));
   }
-  auto copySlot = [&](int64_t fromSlot, int64_t toSlot) {
-    for (size_t b = 0; b < ids.size(); ++b)
-      std::memcpy(after[b].data() + toSlot * slotBytes[b],
-                  before[b].data() + fromSlot * slotBytes[b], slotBytes[b]);
+  auto pack = [&](int64_t slot, std::byte *out) -> Status {
+    for (size_t b = 0; b < ids.size(); ++b) {
+      FLEXMOE_RETURN_IF_ERROR(device_.copyToHost(
+          out, operands_[ids[b]].data + slot * slotBytes[b], slotBytes[b]));
+      out += slotBytes[b];
+    }
+    return Status::ok();
   };
+  auto unpack = [&](const std::byte *in, int64_t slot) -> Status {
+    for (size_t b = 0; b < ids.size(); ++b) {
+      FLEXMOE_RETURN_IF_ERROR(device_.copyToDevice(
+          operands_[ids[b]].data + slot * slotBytes[b], in, slotBytes[b]));
+      in += slotBytes[b];
+    }
+    return Status::ok();
+  };
+  std::vector<Transfer> transfers = planTransfers(current, from, next);
 
+  // Snapshot the old slots that a copy or a send reads: slots shift under
+  // the slot rule, so writing the new slots could overwrite them first.
+  // Kept replicas that stay in their slot are not touched at all.
+  std::vector<int64_t> snapshotOf(slots, -1);
+  int64_t snapshots = 0;
+  auto need = [&](int64_t oldSlot) {
+    if (snapshotOf[oldSlot] < 0)
+      snapshotOf[oldSlot] = snapshots++;
+  };
   for (int64_t s = 0; s < slots; ++s) {
     int64_t expert = to.slotExpert[rank][s];
     int64_t old = expert >= 0 ? from.slotOf(rank, expert) : -1;
-    if (old < 0)
-      continue;
-    copySlot(old, s);
-    if (old != s)
+    if (old >= 0 && old != s)
+      need(old);
+  }
+  for (const Transfer &t : transfers)
+    if (t.source == rank)
+      need(from.slotOf(rank, t.expert));
+  FLEXMOE_RETURN_IF_ERROR(stream_->synchronize());
+  std::vector<std::byte> &scratch = state.migrationScratch;
+  scratch.resize((snapshots + 1) * messageBytes);
+  for (int64_t s = 0; s < slots; ++s)
+    if (snapshotOf[s] >= 0)
+      FLEXMOE_RETURN_IF_ERROR(
+          pack(s, scratch.data() + snapshotOf[s] * messageBytes));
+  std::byte *message = scratch.data() + snapshots * messageBytes;
+
+  // Local copies, and zeros in the slots left empty.
+  for (int64_t s = 0; s < slots; ++s) {
+    int64_t expert = to.slotExpert[rank][s];
+    int64_t old = expert >= 0 ? from.slotOf(rank, expert) : -1;
+    if (expert < 0) {
+      std::fill(message, message + messageBytes, std::byte{0});
+      FLEXMOE_RETURN_IF_ERROR(unpack(message, s));
+    } else if (old >= 0 && old != s) {
+      FLEXMOE_RETURN_IF_ERROR(
+          unpack(scratch.data() + snapshotOf[old] * messageBytes, s));
       ++local.localMoves;
+    }
   }
 
   // Every rank walks the same transfer list and does its part of each in
   // order: the earliest unfinished transfer always has both its ranks at
   // it, so blocking send/recv cannot deadlock.
-  std::vector<std::byte> message(messageBytes);
-  for (const Transfer &t : planTransfers(current, from, next)) {
+  for (const Transfer &t : transfers) {
     if (t.source == rank) {
       int64_t slot = from.slotOf(rank, t.expert);
-      size_t offset = 0;
-      for (size_t b = 0; b < ids.size(); ++b) {
-        std::memcpy(message.data() + offset,
-                    before[b].data() + slot * slotBytes[b], slotBytes[b]);
-        offset += slotBytes[b];
-      }
-      FLEXMOE_RETURN_IF_ERROR(comm_.send(message.data(), messageBytes,
-                                         t.destination, kMigrationTag));
+      FLEXMOE_RETURN_IF_ERROR(
+          comm_.send(scratch.data() + snapshotOf[slot] * messageBytes,
+                     messageBytes, t.destination, kMigrationTag));
       ++local.replicasSent;
       local.bytesSent += static_cast<int64_t>(messageBytes);
     } else if (t.destination == rank) {
       FLEXMOE_RETURN_IF_ERROR(
-          comm_.recv(message.data(), messageBytes, t.source, kMigrationTag));
-      int64_t slot = to.slotOf(rank, t.expert);
-      size_t offset = 0;
-      for (size_t b = 0; b < ids.size(); ++b) {
-        std::memcpy(after[b].data() + slot * slotBytes[b],
-                    message.data() + offset, slotBytes[b]);
-        offset += slotBytes[b];
-      }
+          comm_.recv(message, messageBytes, t.source, kMigrationTag));
+      FLEXMOE_RETURN_IF_ERROR(unpack(message, to.slotOf(rank, t.expert)));
       ++local.replicasReceived;
       local.bytesReceived += static_cast<int64_t>(messageBytes);
     }
   }
-  for (size_t b = 0; b < ids.size(); ++b)
-    FLEXMOE_RETURN_IF_ERROR(device_.copyToDevice(
-        operands_[ids[b]].data, after[b].data(), after[b].size()));
-
   for (int64_t d = 0; d < current.worldSize; ++d)
     for (int64_t e = 0; e < current.numExperts(); ++e) {
       bool had = from.slotOf(d, e) >= 0, has = to.slotOf(d, e) >= 0;
