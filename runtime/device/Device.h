@@ -62,6 +62,10 @@ struct KernelCall {
   /// nn.fill: its value is multiplied by fillScale (the backward pass's
   /// seed carries the loss scale).
   float fillScale = 1.0f;
+  /// moe.gate: added to the logits before the softmax and top-k, one value
+  /// per expert (Executor::setRoutingBias, training runs only); empty for
+  /// none.
+  std::span<const float> logitBias;
 };
 
 /// The arena: one allocation holding every buffer of the program.

@@ -6,6 +6,7 @@
 #include "runtime/program/OpInfo.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -13,6 +14,16 @@
 using namespace flexmoe;
 using namespace flexmoe::executor;
 using device::Operand;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+} // namespace
 
 //===----------------------------------------------------------------------===//
 // Parameter initialisation
@@ -149,12 +160,14 @@ Status Executor::initialize() {
         } else {
           // Expert parameters are [slots_per_device, ...]: each slot gets
           // its expert's values, so all replicas of an expert agree.
-          const fb::MoeLayer &layer =
-              *prog.moe_layers()->Get(buffer.moe_layer());
-          int64_t slots = layer.placement()->slots_per_device();
+          // The current placement's slots (the program's until a
+          // setPlacement).
+          plan::SlotTable table =
+              plan::buildSlotTable(layerState_[buffer.moe_layer()].placement);
+          int64_t slots = table.slotsPerDevice;
           int64_t perSlot = slots ? operand.numElements() / slots : 0;
           for (int64_t s = 0; s < slots; ++s) {
-            int32_t expert = layer.slot_table()->Get(rank * slots + s);
+            int64_t expert = table.slotExpert[rank][s];
             if (expert >= 0)
               initNormal(options_.seed, paramName, expert, buffer.init_std(),
                          std::span<float>(host).subspan(s * perSlot, perSlot));
@@ -223,7 +236,6 @@ Status Executor::analyse() {
   const fb::Program &prog = program_.program();
   const auto *instructions = prog.instructions();
   size_t count = instructions ? instructions->size() : 0;
-  const auto *buffers = prog.buffers();
 
   // The forward pass ends with the last instruction writing the loss.
   forwardEnd_ = count;
@@ -263,37 +275,8 @@ Status Executor::analyse() {
     if (instructions->Get(i)->opcode() != fb::OpCode::AdamW)
       updatesLast_ = false;
 
-  // The gradient norm's terms: dense gradients are identical on every rank
-  // after their all-reduce; an expert's gradient is counted on the lowest
-  // rank holding it, in its first slot there, and summed over the ranks.
-  normTerms_.clear();
-  int64_t rank = comm_.rank();
-  for (size_t i = firstUpdate_; i < count; ++i) {
-    const fb::Instruction &inst = *instructions->Get(i);
-    if (inst.opcode() != fb::OpCode::AdamW)
-      continue;
-    uint32_t paramId = inst.inputs()->Get(0), gradId = inst.inputs()->Get(1);
-    const fb::Buffer &param = *buffers->Get(paramId);
-    const Operand &grad = operands_[gradId];
-    if (param.moe_layer() < 0) {
-      normTerms_.push_back({gradId, 0, grad.numElements(), false});
-      continue;
-    }
-    const fb::MoeLayer &layer = *prog.moe_layers()->Get(param.moe_layer());
-    const plan::Placement &placement = program_.placements()[param.moe_layer()];
-    int64_t slots = layer.placement()->slots_per_device();
-    int64_t perSlot = slots ? grad.numElements() / slots : 0;
-    std::vector<bool> seen(layer.num_experts(), false);
-    for (int64_t s = 0; s < slots; ++s) {
-      int32_t expert = layer.slot_table()->Get(rank * slots + s);
-      if (expert < 0 || seen[expert])
-        continue;
-      seen[expert] = true;
-      const std::vector<int64_t> &holders = placement.replicas[expert];
-      if (*std::min_element(holders.begin(), holders.end()) == rank)
-        normTerms_.push_back({gradId, s * perSlot, perSlot, true});
-    }
-  }
+  FLEXMOE_RETURN_IF_ERROR(prepareLayers());
+  buildNormTerms();
   return Status::ok();
 }
 
@@ -335,6 +318,8 @@ StatusOr<StepResult> Executor::step(const StepOptions &options) {
     return Status::error("gradient accumulation needs a loadMicroBatch "
                          "callback to set each micro-batch's inputs");
 
+  timings_ = {};
+  Clock::time_point start = Clock::now();
   size_t count = prog.instructions() ? prog.instructions()->size() : 0;
   RunMode mode;
   mode.training = true;
@@ -362,6 +347,7 @@ StatusOr<StepResult> Executor::step(const StepOptions &options) {
   FLEXMOE_RETURN_IF_ERROR(averageOverRanks(result.loss));
   result.gradNorm = mode.gradNorm;
   result.skipped = mode.skipUpdates;
+  timings_.stepSeconds = secondsSince(start);
   return result;
 }
 
@@ -378,6 +364,8 @@ StatusOr<float> Executor::evaluate() {
                     " of the forward pass writes a parameter or optimizer "
                     "state; the program cannot be evaluated without "
                     "training it");
+  timings_ = {};
+  Clock::time_point start = Clock::now();
   RunMode mode;
   mode.training = false;
   mode.end = forwardEnd_ + 1;
@@ -386,6 +374,7 @@ StatusOr<float> Executor::evaluate() {
   FLEXMOE_RETURN_IF_ERROR(device_.copyToHost(
       &loss, operands_[crossEntropyBuffer_].data, sizeof(float)));
   FLEXMOE_RETURN_IF_ERROR(averageOverRanks(loss));
+  timings_.stepSeconds = secondsSince(start);
   return loss;
 }
 
@@ -499,9 +488,16 @@ Status Executor::runInstruction(const fb::Instruction &instruction,
                                 RunMode &mode, int64_t index) {
   switch (instruction.opcode()) {
   case fb::OpCode::AllToAllDispatch:
-    return runAllToAll(instruction, /*dispatch=*/true);
-  case fb::OpCode::AllToAllCombine:
-    return runAllToAll(instruction, /*dispatch=*/false);
+  case fb::OpCode::AllToAllCombine: {
+    // Planning (inside the first dispatch) is timed on its own.
+    Clock::time_point start = Clock::now();
+    double planBefore = timings_.planSeconds;
+    Status status = runAllToAll(instruction, instruction.opcode() ==
+                                                 fb::OpCode::AllToAllDispatch);
+    timings_.allToAllSeconds +=
+        secondsSince(start) - (timings_.planSeconds - planBefore);
+    return status;
+  }
   case fb::OpCode::ReplicaGradSync:
     return runReplicaGradSync(instruction);
   case fb::OpCode::AllReduceMean:
@@ -533,7 +529,31 @@ Status Executor::runInstruction(const fb::Instruction &instruction,
   if (instruction.outputs())
     for (uint32_t id : *instruction.outputs())
       call.outputs.push_back(operands_[id]);
-  return stream_->launch(call);
+  switch (instruction.opcode()) {
+  case fb::OpCode::Gate: {
+    // The load generator's bias: training runs only.
+    const LayerState &state = layerState_[instruction.moe_layer()];
+    if (mode.training && !state.routingBias.empty())
+      call.logitBias = state.routingBias;
+    return stream_->launch(call);
+  }
+  case fb::OpCode::Experts:
+  case fb::OpCode::ExpertsGrad: {
+    // The CPU stream runs a launch to completion, so this is the kernel's
+    // time; an asynchronous stream would time the launch only.
+    Clock::time_point start = Clock::now();
+    Status status = stream_->launch(call);
+    timings_.expertSeconds += secondsSince(start);
+    if (instruction.opcode() == fb::OpCode::Experts) {
+      const LayerState &state = layerState_[instruction.moe_layer()];
+      if (state.plannedRun == runsDone_)
+        timings_.expertRows += state.plan.devices[comm_.rank()].recvRows;
+    }
+    return status;
+  }
+  default:
+    return stream_->launch(call);
+  }
 }
 
 namespace {
@@ -577,6 +597,7 @@ void expandRows(const std::byte *packed, std::span<const int64_t> counts,
 } // namespace
 
 Status Executor::planLayer(int32_t layerIndex, const Operand &counts) {
+  Clock::time_point start = Clock::now();
   const fb::MoeLayer &layer = *program_.program().moe_layers()->Get(layerIndex);
   LayerState &state = layerState_[layerIndex];
   std::string_view layerName = layer.name()->string_view();
@@ -611,6 +632,7 @@ Status Executor::planLayer(int32_t layerIndex, const Operand &counts) {
   // Every rank routes the same number of copies (equal batch shards).
   stats.droppedTokens =
       std::max<int64_t>(0, state.routedCopies * worldSize - kept);
+  timings_.planSeconds += secondsSince(start);
   return Status::ok();
 }
 
@@ -672,6 +694,9 @@ Status Executor::runAllToAll(const fb::Instruction &instruction,
                   state.packed.data());
       grouped = state.packed.data();
     }
+    for (int64_t r = 0; r < comm_.worldSize(); ++r)
+      if (r != rank)
+        timings_.allToAllBytes += mine.sendCounts[r] * rowBytes;
     FLEXMOE_RETURN_IF_ERROR(plan::packDispatch(
         mine, rowBytes, {grouped, mine.sendRows * rowBytes}, state.send));
     FLEXMOE_RETURN_IF_ERROR(comm_.allToAllV(
@@ -700,6 +725,9 @@ Status Executor::runAllToAll(const fb::Instruction &instruction,
   FLEXMOE_RETURN_IF_ERROR(plan::packCombine(
       mine, rowBytes, {rows.data, mine.recvRows * rowBytes}, state.recv));
   // Backwards: what a rank received in the dispatch it now sends.
+  for (int64_t r = 0; r < comm_.worldSize(); ++r)
+    if (r != rank)
+      timings_.allToAllBytes += mine.recvCounts[r] * rowBytes;
   FLEXMOE_RETURN_IF_ERROR(comm_.allToAllV(
       state.recv.data(), mine.recvCounts, mine.recvOffsets, state.send.data(),
       mine.sendCounts, mine.sendOffsets, rowBytes));
@@ -723,24 +751,29 @@ Status Executor::runAllToAll(const fb::Instruction &instruction,
 }
 
 Status Executor::runReplicaGradSync(const fb::Instruction &instruction) {
-  const fb::MoeLayer &layer =
-      *program_.program().moe_layers()->Get(instruction.moe_layer());
+  // The groups of the current placement, not the program's: setPlacement
+  // changes them.
+  const LayerState &state = layerState_[instruction.moe_layer()];
   int64_t rank = comm_.rank();
+  std::vector<int32_t> ranks;
   for (size_t i = 0; i < instruction.inputs()->size(); ++i) {
     const Operand &in = operands_[instruction.inputs()->Get(i)];
     const Operand &out = operands_[instruction.outputs()->Get(i)];
     copyIfDistinct(in, out);
-    if (!layer.replica_groups() || out.shape.empty() || out.shape[0] == 0)
+    if (out.shape.empty() || out.shape[0] == 0)
       continue;
     int64_t perSlot = out.numElements() / out.shape[0];
-    for (const fb::ReplicaGroup *group : *layer.replica_groups()) {
-      std::span<const int32_t> ranks(group->devices()->data(),
-                                     group->devices()->size());
-      for (size_t j = 0; j < ranks.size(); ++j)
-        if (ranks[j] == rank)
-          FLEXMOE_RETURN_IF_ERROR(
-              comm_.groupSum(out.as<float>() + group->slots()->Get(j) * perSlot,
-                             perSlot, ranks));
+    for (const plan::ReplicaGroup &group : state.replicaGroups) {
+      ranks.clear();
+      int64_t mySlot = -1;
+      for (const plan::ReplicaMember &member : group.members) {
+        ranks.push_back(static_cast<int32_t>(member.device));
+        if (member.device == rank)
+          mySlot = member.slot;
+      }
+      if (mySlot >= 0)
+        FLEXMOE_RETURN_IF_ERROR(
+            comm_.groupSum(out.as<float>() + mySlot * perSlot, perSlot, ranks));
     }
   }
   return Status::ok();

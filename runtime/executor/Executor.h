@@ -18,6 +18,7 @@
 #include "runtime/device/Communicator.h"
 #include "runtime/device/Device.h"
 #include "runtime/plan/DispatchPlan.h"
+#include "runtime/plan/SlotTable.h"
 #include "runtime/program/Program.h"
 
 #include <cstdint>
@@ -253,7 +254,24 @@ private:
     /// Token copies this rank routes per step (moe.dispatch's ids, T·k).
     int64_t routedCopies = 0;
     LayerStats stats;
+    /// Derived from `placement` (setPlacement recomputes them): the replica
+    /// groups moe.replica_grad_sync sums over.
+    std::vector<plan::ReplicaGroup> replicaGroups;
+    /// The layer's persistent expert buffers ([slots, ...], no views):
+    /// parameters, then optimizer state; what a migration moves.
+    std::vector<uint32_t> expertParameters, expertState;
+    /// setRoutingBias's values (empty: none).
+    std::vector<float> routingBias;
+    /// setPlacement's host staging (old slots, one message), kept so that
+    /// later migrations reuse the pages.
+    std::vector<std::byte> migrationScratch;
   };
+
+  // Run-time placement (ExecutorPlacement.cpp).
+  /// Fills every LayerState's buffers and replica groups from its placement.
+  Status prepareLayers();
+  /// The gradient-norm terms from the current placements.
+  void buildNormTerms();
 
   /// What to do with the instructions of one run over the stream.
   struct RunMode {

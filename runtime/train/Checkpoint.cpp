@@ -58,7 +58,6 @@ gatherSlots(executor::Executor &executor, std::vector<std::byte> local) {
 /// Copies every tensor of `layout` from the device, experts in expert order.
 StatusOr<HostTensors> readTensors(executor::Executor &executor,
                                   const std::vector<LayoutEntry> &layout) {
-  const fb::Program &program = executor.program().program();
   FLEXMOE_RETURN_IF_ERROR(executor.device().synchronize());
   HostTensors tensors;
   for (const LayoutEntry &entry : layout) {
@@ -70,7 +69,9 @@ StatusOr<HostTensors> readTensors(executor::Executor &executor,
       tensors.push_back(std::move(host));
       continue;
     }
-    SlotMap map = slotMapOf(*program.moe_layers()->Get(entry.moeLayer));
+    // The executor's current placement: setPlacement may have moved the
+    // experts since the program was compiled.
+    SlotMap map = slotMapOf(executor.placement(entry.moeLayer));
     size_t expertBytes = host.size() / map.slotsPerDevice;
     StatusOr<std::vector<std::vector<std::byte>>> all =
         gatherSlots(executor, std::move(host));
@@ -158,7 +159,6 @@ Status checkTensors(const SafetensorsFile &file,
 /// first, so that a failure leaves the executor as it was.
 Status copyTensors(executor::Executor &executor, const SafetensorsFile &file,
                    const std::vector<LayoutEntry> &layout) {
-  const fb::Program &program = executor.program().program();
   int64_t rank = executor.communicator().rank();
   HostTensors staged;
   for (const LayoutEntry &entry : layout) {
@@ -168,7 +168,7 @@ Status copyTensors(executor::Executor &executor, const SafetensorsFile &file,
       continue;
     }
     // Every rank reads the whole file and keeps its own slots: no scatter.
-    SlotMap map = slotMapOf(*program.moe_layers()->Get(entry.moeLayer));
+    SlotMap map = slotMapOf(executor.placement(entry.moeLayer));
     size_t expertBytes = map.numExperts ? data.size() / map.numExperts : 0;
     staged.push_back(slotsFromExperts(map, rank, data, expertBytes));
   }

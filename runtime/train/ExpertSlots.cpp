@@ -1,6 +1,8 @@
 //===- ExpertSlots.cpp - expert parameters between slots and experts ------===//
 #include "runtime/train/ExpertSlots.h"
 
+#include "runtime/plan/SlotTable.h"
+
 #include <cstring>
 
 using namespace flexmoe;
@@ -12,6 +14,19 @@ SlotMap flexmoe::train::slotMapOf(const fb::MoeLayer &layer) {
   map.slotsPerDevice = layer.placement()->slots_per_device();
   map.numExperts = layer.num_experts();
   map.table.assign(layer.slot_table()->begin(), layer.slot_table()->end());
+  return map;
+}
+
+SlotMap flexmoe::train::slotMapOf(const plan::Placement &placement) {
+  plan::SlotTable slots = plan::buildSlotTable(placement);
+  SlotMap map;
+  map.worldSize = slots.worldSize;
+  map.slotsPerDevice = slots.slotsPerDevice;
+  map.numExperts = slots.numExperts;
+  map.table.reserve(map.worldSize * map.slotsPerDevice);
+  for (const std::vector<int64_t> &device : slots.slotExpert)
+    for (int64_t expert : device)
+      map.table.push_back(static_cast<int32_t>(expert));
   return map;
 }
 

@@ -13,6 +13,7 @@
 #ifndef FLEXMOE_RUNTIME_TRAIN_EXPERTSLOTS_H
 #define FLEXMOE_RUNTIME_TRAIN_EXPERTSLOTS_H
 
+#include "runtime/plan/Placement.h"
 #include "runtime/schema/program_generated.h"
 #include "runtime/support/Status.h"
 
@@ -39,6 +40,9 @@ struct SlotMap {
 
 /// The slot map of a verified program's MoE layer (its initial placement).
 SlotMap slotMapOf(const fb::MoeLayer &layer);
+/// The slot map of a placement (one that passes plan::validatePlacement):
+/// an executor's current one, after Executor::setPlacement.
+SlotMap slotMapOf(const plan::Placement &placement);
 
 /// The [numExperts, ...] tensor in expert order from every rank's
 /// [slotsPerDevice, ...] slot data (rankSlots[r]: rank r's bytes,

@@ -278,7 +278,7 @@ Status run(const KernelCall &call) {
     return moeGate(in[0].as<float>(), in[1].as<float>(), in[0].shape[0],
                    in[0].shape[1], in[1].shape[1], attrs->top_k(),
                    out[0].as<float>(), out[1].as<int32_t>(), out[2].as<float>(),
-                   nullptr);
+                   nullptr, call.logitBias);
   }
   case fb::OpCode::GateGrad: {
     FLEXMOE_ATTRS(GateAttrs);

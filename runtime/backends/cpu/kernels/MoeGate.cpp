@@ -41,13 +41,30 @@ static Status checkGateShape(const char *op, int64_t numTokens,
 template <typename T>
 Status moeGate(const T *x, const T *gateWeight, int64_t numTokens,
                int64_t modelDim, int64_t numExperts, int64_t topK, T *probs,
-               int32_t *expertIds, T *combineWeights, int32_t *counts) {
+               int32_t *expertIds, T *combineWeights, int32_t *counts,
+               std::span<const float> logitBias) {
   FLEXMOE_RETURN_IF_ERROR(
       checkGateShape("moe.gate", numTokens, modelDim, numExperts, topK));
   const int64_t E = numExperts, K = topK;
+  if (!logitBias.empty()) {
+    if (static_cast<int64_t>(logitBias.size()) != E)
+      return errorf("moe.gate: the logit bias has ", logitBias.size(),
+                    " values for ", E, " experts");
+    for (size_t e = 0; e < logitBias.size(); ++e)
+      if (!std::isfinite(logitBias[e]))
+        return errorf("moe.gate: the logit bias of expert ", e,
+                      " is not finite (", logitBias[e], ")");
+  }
   // Logits go straight into probs; softmax and top-k then work in place.
   gemm<T>(false, false, numTokens, E, modelDim, T(1), x, modelDim, gateWeight,
           E, T(0), probs, E);
+  // A bias shifts the logits by a constant of the step: the saved
+  // probabilities are the biased model's, so moe.gate_grad (which works
+  // from them) stays exact without knowing the bias.
+  if (!logitBias.empty())
+    for (int64_t t = 0; t < numTokens; ++t)
+      for (int64_t e = 0; e < E; ++e)
+        probs[t * E + e] += static_cast<T>(logitBias[e]);
 
 #pragma omp parallel
   {
@@ -225,7 +242,8 @@ Status moeAuxLossGrad(const T * /*probs*/, const int32_t *expertIds, T dLoss,
 
 #define FLEXMOE_INSTANTIATE(T)                                                 \
   template Status moeGate<T>(const T *, const T *, int64_t, int64_t, int64_t,  \
-                             int64_t, T *, int32_t *, T *, int32_t *);         \
+                             int64_t, T *, int32_t *, T *, int32_t *,          \
+                             std::span<const float>);                          \
   template Status moeGateGrad<T>(                                              \
       const T *, const T *, const T *, const int32_t *, const T *, const T *,  \
       int64_t, int64_t, int64_t, int64_t, T *, T *);                           \

@@ -25,6 +25,7 @@
 #include "runtime/support/Status.h"
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 namespace flexmoe::cpu {
@@ -49,11 +50,14 @@ StatusOr<MoeActivation> parseMoeActivation(std::string_view name);
 ///   x: [T,D], gateWeight: [D,E] → probs: [T,E], expertIds: [T,topK],
 ///   combineWeights: [T,topK], counts: [E] or null (copies per expert, the
 ///   dropless moe.dispatch counts, as a by-product).
+/// logitBias (E values, finite, or empty) is added to the logits before the
+/// softmax: probs are then the biased model's, which moe.gate_grad needs.
 /// Requires 1 ≤ topK ≤ E.
 template <typename T>
 Status moeGate(const T *x, const T *gateWeight, int64_t numTokens,
                int64_t modelDim, int64_t numExperts, int64_t topK, T *probs,
-               int32_t *expertIds, T *combineWeights, int32_t *counts);
+               int32_t *expertIds, T *combineWeights, int32_t *counts,
+               std::span<const float> logitBias = {});
 
 /// moe.gate_grad: back-propagates dCombineWeights (through the
 /// renormalisation onto the selected probabilities; the selection itself is
