@@ -597,7 +597,6 @@ void expandRows(const std::byte *packed, std::span<const int64_t> counts,
 } // namespace
 
 Status Executor::planLayer(int32_t layerIndex, const Operand &counts) {
-  Clock::time_point start = Clock::now();
   const fb::MoeLayer &layer = *program_.program().moe_layers()->Get(layerIndex);
   LayerState &state = layerState_[layerIndex];
   std::string_view layerName = layer.name()->string_view();
@@ -610,6 +609,8 @@ Status Executor::planLayer(int32_t layerIndex, const Operand &counts) {
   state.localCounts.assign(c, c + numExperts);
   state.allCounts.assign(numExperts * worldSize, 0);
   FLEXMOE_RETURN_IF_ERROR(comm_.allGather(state.localCounts, state.allCounts));
+  // The all-gather waits for the slowest rank; the planning alone is timed.
+  Clock::time_point start = Clock::now();
   FLEXMOE_RETURN_IF_ERROR(plan::computeDispatchPlan(
       state.placement, state.allCounts, state.plan, layerName, comm_.rank()));
   state.plannedRun = runsDone_;

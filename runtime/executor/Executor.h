@@ -111,7 +111,8 @@ struct StepTimings {
   /// rank sent to other ranks in them.
   double allToAllSeconds = 0;
   int64_t allToAllBytes = 0;
-  /// Computing the dispatch plans (the all-gather of counts included).
+  /// Computing the dispatch plans, from the all-gathered counts (the
+  /// all-gather itself waits for the slowest rank and counts as all-to-all).
   double planSeconds = 0;
 };
 

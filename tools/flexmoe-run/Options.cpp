@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <string_view>
@@ -67,6 +68,36 @@ Checkpoints:
                             given come from the checkpoint, and new
                             checkpoints go beside it unless --checkpoint-dir
 
+Expert placement (docs/scheduling.md):
+  --placement-policy <p>    static|shadow|flexmoe (default static):
+                            static keeps the compiled placement; shadow
+                            replicates the hottest experts onto every rank for
+                            a step when the cost model says it pays (FasterMoE);
+                            flexmoe adds and removes expert replicas and moves
+                            them between ranks when the load is uneven (FlexMoE)
+  --rebalance-threshold <x> flexmoe: re-plan when the balance ratio (largest
+                            rank load / mean) exceeds x > 1 (default 1.25)
+  --monitor-window <n>      Steps of routing counts the policies average
+                            (default 10)
+  --max-slots <n>           Expert slots a rank may fill, at most the
+                            program's --slots-per-device (default all)
+  --replan-interval <n>     Steps a new placement is expected to last; the
+                            migration cost is spread over them (default 50)
+  --min-gain <f>            A re-plan must shorten the predicted step by this
+                            fraction (default 0.02)
+  --trace-routing <file>    Record every step's token counts per layer, rank
+                            and expert (JSON lines; docs/scheduling.md)
+  --decision-log <file>     Write every re-plan decision as a JSON line
+  --check-replicas          After every step and migration, check that all
+                            replicas of every expert hold identical parameters
+                            and optimizer state, and that migrations lose
+                            nothing (an all-gather of checksums per step)
+  --routing-skew <s>        none|zipf:<s>|hotspot:<b>: a synthetic load
+                            generator that biases the gate's logits by
+                            -s*ln(rank+1) or +b on one expert (default none)
+  --skew-period <n>         The skew's ranking of experts rotates by one every
+                            n steps (default 0: fixed)
+
   --help                    This text
 )";
 }
@@ -79,6 +110,21 @@ const char *flexmoe::run::scheduleName(Schedule schedule) {
     return "linear";
   case Schedule::Constant:
     return "constant";
+  }
+  return "?";
+}
+
+std::string flexmoe::run::skewName(SkewKind kind, double strength) {
+  char text[48];
+  switch (kind) {
+  case SkewKind::None:
+    return "none";
+  case SkewKind::Zipf:
+    std::snprintf(text, sizeof text, "zipf:%g", strength);
+    return text;
+  case SkewKind::Hotspot:
+    std::snprintf(text, sizeof text, "hotspot:%g", strength);
+    return text;
   }
   return "?";
 }
@@ -235,6 +281,81 @@ Status flexmoe::run::parseOptions(int argc, char **argv, Options &options,
                          "'");
          return Status::ok();
        }},
+      {"placement-policy",
+       [&](std::string_view v) {
+         if (v != "static" && v != "shadow" && v != "flexmoe")
+           return errorf(
+               "--placement-policy must be static, shadow or flexmoe, got '", v,
+               "'");
+         o.placementPolicy = v;
+         return Status::ok();
+       }},
+      {"rebalance-threshold",
+       [&](std::string_view v) {
+         Status s = parseReal("rebalance-threshold", v, 1, kHuge,
+                              o.rebalanceThreshold);
+         if (s.isOk() && !(o.rebalanceThreshold > 1))
+           return errorf("--rebalance-threshold must exceed 1 (a balance "
+                         "ratio of 1 is perfect balance), got ",
+                         v);
+         return s;
+       }},
+      {"monitor-window",
+       [&](std::string_view v) {
+         return parseInt("monitor-window", v, 1, o.monitorWindow);
+       }},
+      {"max-slots",
+       [&](std::string_view v) {
+         return parseInt("max-slots", v, 1, o.maxSlots);
+       }},
+      {"replan-interval",
+       [&](std::string_view v) {
+         return parseReal("replan-interval", v, 1, kHuge, o.replanInterval);
+       }},
+      {"min-gain",
+       [&](std::string_view v) {
+         return parseReal("min-gain", v, 0, 1, o.minGain);
+       }},
+      {"trace-routing",
+       [&](std::string_view v) {
+         o.traceRouting = v;
+         return Status::ok();
+       }},
+      {"decision-log",
+       [&](std::string_view v) {
+         o.decisionLog = v;
+         return Status::ok();
+       }},
+      {"routing-skew",
+       [&](std::string_view v) {
+         if (v == "none") {
+           o.skew = SkewKind::None;
+           o.skewStrength = 0;
+           return Status::ok();
+         }
+         size_t colon = v.find(':');
+         std::string_view kind = v.substr(0, colon);
+         if ((kind != "zipf" && kind != "hotspot") ||
+             colon == std::string_view::npos)
+           return errorf("--routing-skew must be none, zipf:<s> or "
+                         "hotspot:<b>, got '",
+                         v, "'");
+         o.skew = kind == "zipf" ? SkewKind::Zipf : SkewKind::Hotspot;
+         Status s = parseReal("routing-skew", v.substr(colon + 1), 0, 1e3,
+                              o.skewStrength);
+         if (!s.isOk())
+           return errorf("--routing-skew ", kind,
+                         ":<x> needs a number in [0, 1000), got '", v, "'");
+         return s;
+       }},
+      {"skew-period",
+       [&](std::string_view v) {
+         return parseInt("skew-period", v, 0, o.skewPeriod);
+       }},
+  };
+  // Flags without a value.
+  std::map<std::string, bool *, std::less<>> switches = {
+      {"check-replicas", &o.checkReplicas},
   };
 
   wantsHelp = false;
@@ -260,10 +381,19 @@ Status flexmoe::run::parseOptions(int argc, char **argv, Options &options,
       name = name.substr(0, eq);
       inlineValue = true;
     }
+    if (auto on = switches.find(name); on != switches.end()) {
+      if (inlineValue)
+        return errorf("--", name, " takes no value");
+      *on->second = true;
+      o.given.insert(std::string(name));
+      continue;
+    }
     auto flag = flags.find(name);
     if (flag == flags.end()) {
       std::string known;
       for (const auto &[known_name, handler] : flags)
+        known += " --" + known_name;
+      for (const auto &[known_name, field] : switches)
         known += " --" + known_name;
       return errorf("unknown option '--", name, "'; the options are", known);
     }

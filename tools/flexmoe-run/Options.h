@@ -18,6 +18,10 @@ namespace flexmoe::run {
 
 enum class Schedule { Cosine, Linear, Constant };
 enum class Progress { Auto, Always, Never };
+/// Synthetic routing skew (a test and benchmark load generator): a bias on
+/// the gate's logits, by each expert's rank in a ranking that rotates by
+/// one expert every skewPeriod steps.
+enum class SkewKind { None, Zipf, Hotspot };
 
 struct Options {
   std::string program;
@@ -50,6 +54,23 @@ struct Options {
   std::string resume;
   Progress progress = Progress::Auto;
 
+  // Placement (docs/scheduling.md).
+  std::string placementPolicy = "static";
+  double rebalanceThreshold = 1.25;
+  int64_t monitorWindow = 10;
+  /// Slots a rank may fill; 0 = the program's slots per device.
+  int64_t maxSlots = 0;
+  /// Steps a new placement is expected to last (migration amortisation).
+  double replanInterval = 50;
+  double minGain = 0.02;
+  std::string traceRouting;
+  std::string decisionLog;
+  bool checkReplicas = false;
+  SkewKind skew = SkewKind::None;
+  /// Zipf exponent, or the hot spot's logit boost.
+  double skewStrength = 0;
+  int64_t skewPeriod = 0; ///< 0: the skew never moves
+
   /// The flags the user gave (by name, without dashes): on a resume, the
   /// others come from the checkpoint.
   std::set<std::string> given;
@@ -62,6 +83,8 @@ std::string usage();
 Status parseOptions(int argc, char **argv, Options &options, bool &wantsHelp);
 
 const char *scheduleName(Schedule schedule);
+/// "none", "zipf:1.5", "hotspot:3".
+std::string skewName(SkewKind kind, double strength);
 
 } // namespace flexmoe::run
 

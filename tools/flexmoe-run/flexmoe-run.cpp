@@ -12,6 +12,7 @@
 
 #include "Metrics.h"
 #include "Options.h"
+#include "PlacementControl.h"
 
 #include "runtime/backends/cpu/CpuDevice.h"
 #include "runtime/device/MpiCommunicator.h"
@@ -142,6 +143,14 @@ nlohmann::json trainerState(const Options &o, int64_t tokensSeen,
           {"seed", o.seed},
           {"eval_every", o.evalEvery},
           {"eval_batches", o.evalBatches},
+          {"placement_policy", o.placementPolicy},
+          {"rebalance_threshold", o.rebalanceThreshold},
+          {"monitor_window", o.monitorWindow},
+          {"max_slots", o.maxSlots},
+          {"replan_interval", o.replanInterval},
+          {"min_gain", o.minGain},
+          {"routing_skew", skewName(o.skew, o.skewStrength)},
+          {"skew_period", o.skewPeriod},
           {"tokens_seen", tokensSeen},
           {"elapsed_s", elapsed}};
 }
@@ -170,6 +179,7 @@ Status mergeSavedOptions(const nlohmann::json &saved, Options &o,
     return Status::ok();
   };
   std::string schedule = scheduleName(o.schedule);
+  std::string skew = skewName(o.skew, o.skewStrength);
   FLEXMOE_RETURN_IF_ERROR(take("data", "data", o.data));
   FLEXMOE_RETURN_IF_ERROR(take("data-format", "data_format", o.dataFormat));
   FLEXMOE_RETURN_IF_ERROR(
@@ -185,6 +195,31 @@ Status mergeSavedOptions(const nlohmann::json &saved, Options &o,
   FLEXMOE_RETURN_IF_ERROR(take("seed", "seed", o.seed));
   FLEXMOE_RETURN_IF_ERROR(take("eval-every", "eval_every", o.evalEvery));
   FLEXMOE_RETURN_IF_ERROR(take("eval-batches", "eval_batches", o.evalBatches));
+  FLEXMOE_RETURN_IF_ERROR(
+      take("placement-policy", "placement_policy", o.placementPolicy));
+  FLEXMOE_RETURN_IF_ERROR(
+      take("rebalance-threshold", "rebalance_threshold", o.rebalanceThreshold));
+  FLEXMOE_RETURN_IF_ERROR(
+      take("monitor-window", "monitor_window", o.monitorWindow));
+  FLEXMOE_RETURN_IF_ERROR(take("max-slots", "max_slots", o.maxSlots));
+  FLEXMOE_RETURN_IF_ERROR(
+      take("replan-interval", "replan_interval", o.replanInterval));
+  FLEXMOE_RETURN_IF_ERROR(take("min-gain", "min_gain", o.minGain));
+  FLEXMOE_RETURN_IF_ERROR(take("routing-skew", "routing_skew", skew));
+  FLEXMOE_RETURN_IF_ERROR(take("skew-period", "skew_period", o.skewPeriod));
+  if (!o.given.count("routing-skew")) {
+    // The saved skew in the flag's own syntax.
+    Options parsed;
+    bool help = false;
+    std::string flag = "--routing-skew=" + skew;
+    char program[] = "flexmoe-run", placeholder[] = "x.fmoe";
+    char *argv[] = {program, flag.data(), placeholder};
+    if (Status status = parseOptions(3, argv, parsed, help); !status.isOk())
+      return errorf("the checkpoint's trainer state has a bad routing skew: ",
+                    status.message());
+    o.skew = parsed.skew;
+    o.skewStrength = parsed.skewStrength;
+  }
   if (schedule == "cosine")
     o.schedule = Schedule::Cosine;
   else if (schedule == "linear")
@@ -248,6 +283,7 @@ private:
   device::Communicator &comm_;
   bool failedTogether_ = false;
   std::unique_ptr<executor::Executor> executor_;
+  std::unique_ptr<PlacementControl> control_;
   std::string resumePath_;
   nlohmann::json saved_;
   std::vector<std::string> layerNames_;
@@ -298,9 +334,10 @@ Status Trainer::saveCheckpoint(int64_t step) {
                   "': ", error.message());
   std::string path = checkpointPath(o_.checkpointDir, step);
   double elapsed = elapsedBefore_ + seconds(Clock::now() - start_);
-  FLEXMOE_RETURN_IF_ERROR(train::saveCheckpoint(
-      *executor_, path,
-      trainerState(o_, tokensSeen_, elapsed, data_->numTokens())));
+  nlohmann::json state =
+      trainerState(o_, tokensSeen_, elapsed, data_->numTokens());
+  state["placements"] = control_->placementsJson();
+  FLEXMOE_RETURN_IF_ERROR(train::saveCheckpoint(*executor_, path, state));
   lastCheckpoint_ = path;
   sink_.print("checkpoint: " + path + " (step " + std::to_string(step) + ")");
   return Status::ok();
@@ -449,9 +486,21 @@ Status Trainer::setUp(bool &progress) {
   for (size_t l = 0; l < executor_->numMoeLayers(); ++l)
     layerNames_.push_back(prog.moe_layers()->Get(l)->name()->str());
   // Rank 0 speaks for the job: log lines, metrics, progress.
-  return sink_.open(comm_.rank() == 0 ? o_.metrics : "",
-                    /*append=*/!resumePath.empty(), layerNames_, progress,
-                    /*enabled=*/comm_.rank() == 0);
+  FLEXMOE_RETURN_IF_ERROR(sink_.open(comm_.rank() == 0 ? o_.metrics : "",
+                                     /*append=*/!resumePath.empty(),
+                                     layerNames_, progress,
+                                     /*enabled=*/comm_.rank() == 0));
+
+  // The placement feedback loop, and the placement a checkpoint left.
+  StatusOr<std::unique_ptr<PlacementControl>> control =
+      PlacementControl::create(o_, *executor_, sink_,
+                               shape_.localBatch * shape_.seqLen);
+  if (!control)
+    return control.status();
+  control_ = std::move(control).value();
+  if (saved.contains("placements"))
+    FLEXMOE_RETURN_IF_ERROR(control_->restorePlacements(saved["placements"]));
+  return Status::ok();
 }
 
 StatusOr<int> Trainer::run() {
@@ -501,6 +550,7 @@ StatusOr<int> Trainer::run() {
                 o_.clipGrad, o_.lossScale,
                 static_cast<unsigned long long>(o_.seed));
   sink_.print(line);
+  sink_.print(control_->describe());
   if (!resumePath.empty())
     sink_.print("resumed from " + resumePath);
 
@@ -539,6 +589,7 @@ StatusOr<int> Trainer::run() {
           tokens.subspan(micro * microTokens, microTokens),
           labels.subspan(micro * microTokens, microTokens));
     };
+    FLEXMOE_RETURN_IF_ERROR(control_->beforeStep(step));
     StatusOr<executor::StepResult> result = executor_->step(options);
     if (!result)
       return Status(result.status())
@@ -546,6 +597,10 @@ StatusOr<int> Trainer::run() {
     if (!std::isfinite(result->loss) && !result->skipped)
       return errorf("step ", step, ": the loss is ", result->loss,
                     " (diverged; try a lower --lr or --clip-grad)");
+    // The placement loop's time (monitor, policy, migration) counts in the
+    // step's: it is part of what the run pays.
+    FLEXMOE_RETURN_IF_ERROR(
+        control_->afterStep(step, seconds(Clock::now() - begin)));
     double elapsed = seconds(Clock::now() - begin);
     stepSeconds += elapsed;
     ++stepsRun;
@@ -568,6 +623,7 @@ StatusOr<int> Trainer::run() {
     }
     sink_.logStep(record,
                   (step - firstStep) % o_.logEvery == 0 || step == o_.steps);
+    control_->flushLog();
     recentLosses.push_back(result->loss);
     if (recentLosses.size() > 20)
       recentLosses.erase(recentLosses.begin());
@@ -627,6 +683,7 @@ StatusOr<int> Trainer::run() {
                 o_.checkpointDir + ")");
   if (!o_.metrics.empty())
     sink_.print("  metrics " + o_.metrics);
+  FLEXMOE_RETURN_IF_ERROR(control_->finish());
   FLEXMOE_RETURN_IF_ERROR(sink_.close());
   return stoppedEarly ? 130 : 0;
 }
