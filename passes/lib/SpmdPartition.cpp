@@ -569,8 +569,7 @@ private:
       }
       Value grad = update.getGrad();
       Operation *producer = grad.getDefiningOp();
-      if (auto it = lastReduceAfter.find(producer);
-          it != lastReduceAfter.end())
+      if (auto it = lastReduceAfter.find(producer); it != lastReduceAfter.end())
         builder.setInsertionPointAfter(it->second);
       else
         builder.setInsertionPointAfterValue(grad);
