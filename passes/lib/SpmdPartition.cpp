@@ -552,23 +552,33 @@ private:
 
   // --- Gradient synchronisation ----------------------------------------===//
 
-  /// Dense gradients: moe.all_reduce mean. Expert gradients: nn.scale 1/W,
-  /// then one moe.replica_grad_sync per layer. Then every nn.adamw, in its
-  /// order, after all of them.
+  /// Dense gradients: moe.all_reduce mean, right after the op producing the
+  /// final gradient, so that the rest of the backward pass can run while it
+  /// is in flight (docs/distributed.md, "Overlap"). Expert gradients:
+  /// nn.scale 1/W, then one moe.replica_grad_sync per layer. Then every
+  /// nn.adamw, in its order, after all of them.
   LogicalResult synchronizeGradients() {
     llvm::MapVector<StringAttr, SmallVector<nn::AdamWOp>> expertUpdates;
+    // The last all-reduce placed after each producer: the gradients of one
+    // op (dgamma, dbeta) keep their updates' order.
+    DenseMap<Operation *, Operation *> lastReduceAfter;
     for (auto update : func.getBody().front().getOps<nn::AdamWOp>()) {
       if (StringAttr layer = expertLayerOf(update.getParam())) {
         expertUpdates[layer].push_back(update);
         continue;
       }
-      builder.setInsertionPoint(update);
       Value grad = update.getGrad();
+      Operation *producer = grad.getDefiningOp();
+      if (auto it = lastReduceAfter.find(producer); it != lastReduceAfter.end())
+        builder.setInsertionPointAfter(it->second);
+      else
+        builder.setInsertionPointAfterValue(grad);
       auto reduce = builder.create<moe::AllReduceOp>(
           update.getLoc(), TypeRange{grad.getType()}, ValueRange{grad},
           ArrayRef<NamedAttribute>{builder.getNamedAttr(
               "reduction", builder.getStringAttr("mean"))});
       update.getGradMutable().assign(reduce->getResult(0));
+      lastReduceAfter[producer] = reduce;
     }
     for (auto &[layer, updates] : expertUpdates)
       synchronizeExpertGradients(layer, updates);

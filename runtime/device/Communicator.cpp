@@ -23,6 +23,19 @@ StatusOr<double> flexmoe::device::communicatorTimeout(double configured) {
   return timeout;
 }
 
+StatusOr<Request> Communicator::startAllReduce(float *data, int64_t count,
+                                               ReduceOp op) {
+  FLEXMOE_RETURN_IF_ERROR(allReduce(data, count, op));
+  return Request{};
+}
+
+Status Communicator::wait(Request request) {
+  // Only completed requests exist without an asynchronous implementation.
+  if (request.id != 0)
+    return errorf("rank ", rank(), ": wait for unknown request ", request.id);
+  return Status::ok();
+}
+
 Status SingleProcessCommunicator::allGather(std::span<const int64_t> local,
                                             std::span<int64_t> all) {
   if (all.size() != local.size())

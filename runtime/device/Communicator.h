@@ -21,6 +21,13 @@ namespace flexmoe::device {
 
 enum class ReduceOp { Sum, Mean };
 
+/// A non-blocking collective started by startAllReduce: its buffer must not
+/// be touched until wait() returns for it. Id 0 is one that completed when
+/// it started.
+struct Request {
+  uint64_t id = 0;
+};
+
 /// How long one collective of a multi-process communicator may wait for the
 /// other ranks: FLEXMOE_COMM_TIMEOUT (seconds) when set, else `configured`.
 /// Either must be a positive number.
@@ -49,6 +56,21 @@ public:
 
   /// In place over every rank's `data`.
   virtual Status allReduce(float *data, int64_t count, ReduceOp op) = 0;
+
+  /// allReduce, started without waiting: every rank starts the same
+  /// non-blocking collectives in the same order (like blocking ones, among
+  /// which they may sit), and each must be waited for exactly once, before
+  /// `data` is read or written again. The result equals allReduce's. This
+  /// default runs allReduce and returns a completed request.
+  virtual StatusOr<Request> startAllReduce(float *data, int64_t count,
+                                           ReduceOp op);
+  /// Blocks until `request` completes (bounded by the communicator's
+  /// timeout, counted from this call, as for the blocking collectives).
+  virtual Status wait(Request request);
+  /// Lets outstanding requests advance without blocking (MPI progresses
+  /// non-blocking collectives only inside its calls): call it now and then
+  /// while requests are in flight.
+  virtual Status progress() { return Status::ok(); }
 
   /// In place over host scalars (losses, squared norms), in double.
   virtual Status allReduceHost(std::span<double> data, ReduceOp op) = 0;

@@ -218,6 +218,12 @@ MpiCommunicator::~MpiCommunicator() {
   // these handles: leave them to MPI_Abort or process exit.
   if (failure_ || !mpiUsable())
     return;
+  // Requests nobody waited for (a caller's error path): finish them, within
+  // the deadline, before their buffers and handles go.
+  for (auto &[id, pending] : pending_)
+    if (!pending.done &&
+        !wait(std::span<MPI_Request>(pending.requests), "all_reduce").isOk())
+      return;
   for (auto &[ranks, group] : groups_)
     MPI_Comm_free(&group);
   for (auto &[bytes, type] : rowTypes_)
@@ -348,13 +354,12 @@ Status MpiCommunicator::allToAllV(const std::byte *send,
 
 namespace {
 
-/// Reduces `count` elements in place over `comm` in chunks MPI's int counts
-/// can express, all chunks in flight at once.
-template <typename Wait, typename Check>
-Status reduceInPlace(void *data, int64_t count, MPI_Datatype type,
-                     size_t elementBytes, MPI_Comm comm, const char *what,
-                     Check check, Wait wait) {
-  std::vector<MPI_Request> requests;
+/// Starts reducing `count` elements in place over `comm` in chunks MPI's int
+/// counts can express, all chunks in flight at once.
+template <typename Check>
+Status startReduceInPlace(void *data, int64_t count, MPI_Datatype type,
+                          size_t elementBytes, MPI_Comm comm, const char *what,
+                          Check check, std::vector<MPI_Request> &requests) {
   for (int64_t begin = 0; begin < count; begin += kMaxChunk) {
     int chunk = static_cast<int>(std::min(kMaxChunk, count - begin));
     MPI_Request request;
@@ -366,6 +371,17 @@ Status reduceInPlace(void *data, int64_t count, MPI_Datatype type,
               what));
     requests.push_back(request);
   }
+  return Status::ok();
+}
+
+/// startReduceInPlace, then waits for every chunk.
+template <typename Wait, typename Check>
+Status reduceInPlace(void *data, int64_t count, MPI_Datatype type,
+                     size_t elementBytes, MPI_Comm comm, const char *what,
+                     Check check, Wait wait) {
+  std::vector<MPI_Request> requests;
+  FLEXMOE_RETURN_IF_ERROR(startReduceInPlace(data, count, type, elementBytes,
+                                             comm, what, check, requests));
   if (requests.empty())
     return Status::ok();
   return wait(std::span<MPI_Request>(requests), what);
@@ -388,6 +404,92 @@ Status MpiCommunicator::allReduce(float *data, int64_t count, ReduceOp op) {
     for (int64_t i = 0; i < count; ++i)
       data[i] /= ranks;
   }
+  return Status::ok();
+}
+
+StatusOr<Request> MpiCommunicator::startAllReduce(float *data, int64_t count,
+                                                  ReduceOp op) {
+  FLEXMOE_RETURN_IF_ERROR(usable());
+  if (count < 0)
+    return errorf("rank ", rank_, ": all_reduce of ", count, " elements");
+  Pending pending;
+  pending.data = data;
+  pending.count = count;
+  pending.op = op;
+  Status started = startReduceInPlace(
+      data, count, MPI_FLOAT, sizeof(float), comm_, "all_reduce",
+      [this](int c, const char *w) { return check(c, w); }, pending.requests);
+  if (!started.isOk())
+    return started; // check() poisoned the communicator: nothing to track
+  uint64_t id = nextRequest_++;
+  pending_.emplace(id, std::move(pending));
+  return Request{id};
+}
+
+void MpiCommunicator::complete(Pending &pending) {
+  // As allReduce divides: the same float operations, the same bits.
+  if (pending.op == ReduceOp::Mean) {
+    float ranks = static_cast<float>(size_);
+    for (int64_t i = 0; i < pending.count; ++i)
+      pending.data[i] /= ranks;
+  }
+  pending.done = true;
+}
+
+Status MpiCommunicator::wait(Request request) {
+  if (request.id == 0)
+    return Status::ok();
+  auto it = pending_.find(request.id);
+  if (it == pending_.end())
+    return errorf("rank ", rank_, ": wait for all_reduce request ", request.id,
+                  ", which was never started or was already waited for");
+  // After a failure MPI may still own the buffer: keep the entry.
+  FLEXMOE_RETURN_IF_ERROR(usable());
+  Pending &pending = it->second;
+  if (!pending.done) {
+    FLEXMOE_RETURN_IF_ERROR(
+        wait(std::span<MPI_Request>(pending.requests), "all_reduce"));
+    complete(pending);
+  }
+  pending_.erase(it);
+  return Status::ok();
+}
+
+Status MpiCommunicator::progress() {
+  FLEXMOE_RETURN_IF_ERROR(usable());
+  // One MPI_Testsome over all chunks of all requests: one trip through
+  // MPI's progress engine, however many are in flight.
+  std::vector<MPI_Request> flat;
+  std::vector<std::pair<Pending *, size_t>> owners;
+  for (auto &[id, pending] : pending_) {
+    if (pending.done)
+      continue;
+    for (size_t i = 0; i < pending.requests.size(); ++i)
+      if (pending.requests[i] != MPI_REQUEST_NULL) {
+        flat.push_back(pending.requests[i]);
+        owners.push_back({&pending, i});
+      }
+  }
+  if (flat.empty())
+    return Status::ok();
+  std::vector<int> indices(flat.size());
+  int completed = 0;
+  FLEXMOE_RETURN_IF_ERROR(
+      check(MPI_Testsome(static_cast<int>(flat.size()), flat.data(), &completed,
+                         indices.data(), MPI_STATUSES_IGNORE),
+            "all_reduce"));
+  if (completed == MPI_UNDEFINED || completed == 0)
+    return Status::ok();
+  for (int k = 0; k < completed; ++k) {
+    auto [pending, chunk] = owners[indices[k]];
+    pending->requests[chunk] = MPI_REQUEST_NULL;
+  }
+  for (auto &[id, pending] : pending_)
+    if (!pending.done &&
+        std::all_of(
+            pending.requests.begin(), pending.requests.end(),
+            [](MPI_Request request) { return request == MPI_REQUEST_NULL; }))
+      complete(pending);
   return Status::ok();
 }
 

@@ -102,6 +102,17 @@ public:
                    std::span<const int64_t> recvOffsets,
                    size_t rowBytes) override;
   Status allReduce(float *data, int64_t count, ReduceOp op) override;
+  /// MPI_Iallreduce (in chunks, like allReduce, so the result is the same
+  /// bit for bit). The mean's division happens when the request completes.
+  StatusOr<Request> startAllReduce(float *data, int64_t count,
+                                   ReduceOp op) override;
+  /// Polled against the deadline like every other operation; a timeout
+  /// poisons the communicator.
+  Status wait(Request request) override;
+  /// MPI_Testsome over every outstanding request.
+  Status progress() override;
+  /// Requests started and not yet waited for.
+  size_t pendingRequests() const { return pending_.size(); }
   Status allReduceHost(std::span<double> data, ReduceOp op) override;
   /// Only the ranks in `ranks` call it. The first call for a rank set
   /// creates its sub-communicator (MPI_Comm_create_group, collective over
@@ -147,6 +158,20 @@ private:
   // MPI still holds never reads freed memory.
   std::vector<int> sendCounts_, sendDispls_, recvCounts_, recvDispls_;
   std::vector<int> handshake_;
+
+  // Non-blocking all-reduces: started, not yet waited for.
+  struct Pending {
+    /// One per chunk; MPI_REQUEST_NULL once complete.
+    std::vector<MPI_Request> requests;
+    float *data = nullptr;
+    int64_t count = 0;
+    ReduceOp op = ReduceOp::Sum;
+    /// Every chunk done and the mean applied.
+    bool done = false;
+  };
+  void complete(Pending &pending);
+  std::map<uint64_t, Pending> pending_;
+  uint64_t nextRequest_ = 1;
 };
 
 } // namespace flexmoe::device

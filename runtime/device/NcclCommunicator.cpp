@@ -101,6 +101,8 @@ NcclCommunicator::~NcclCommunicator() {
     failed ? ncclCommAbort(group) : ncclCommDestroy(group);
   if (comm_)
     failed ? ncclCommAbort(comm_) : ncclCommDestroy(comm_);
+  for (auto &[id, event] : pending_)
+    cudaEventDestroy(event);
   if (scratch_)
     cudaFree(scratch_);
   if (stream_)
@@ -266,6 +268,92 @@ Status NcclCommunicator::allReduce(float *data, int64_t count, ReduceOp op) {
                     op == ReduceOp::Mean ? ncclAvg : ncclSum, comm_, stream_),
       "all_reduce"));
   return wait("all_reduce");
+}
+
+StatusOr<Request> NcclCommunicator::startAllReduce(float *data, int64_t count,
+                                                   ReduceOp op) {
+  FLEXMOE_RETURN_IF_ERROR(usable());
+  if (count < 0)
+    return errorf("rank ", rank_, ": all_reduce of ", count, " elements");
+  if (count == 0)
+    return Request{};
+  FLEXMOE_RETURN_IF_ERROR(check(
+      ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat,
+                    op == ReduceOp::Mean ? ncclAvg : ncclSum, comm_, stream_),
+      "all_reduce"));
+  // A non-blocking communicator may still be enqueuing the kernel: the
+  // event must be recorded after it.
+  bool timedOut = false;
+  ncclResult_t state = pollAsync(
+      comm_,
+      std::chrono::steady_clock::now() +
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+              std::chrono::duration<double>(timeoutSeconds_)),
+      timedOut);
+  if (timedOut) {
+    failure_ =
+        errorf("rank ", rank_, ": all_reduce could not be enqueued within ",
+               timeoutSeconds_, " s (another rank may have failed)");
+    return *failure_;
+  }
+  FLEXMOE_RETURN_IF_ERROR(check(state, "all_reduce"));
+  cudaEvent_t event = nullptr;
+  FLEXMOE_RETURN_IF_ERROR(
+      checkCuda(cudaEventCreateWithFlags(&event, cudaEventDisableTiming),
+                "all_reduce (event)"));
+  if (Status recorded =
+          checkCuda(cudaEventRecord(event, stream_), "all_reduce (event)");
+      !recorded.isOk()) {
+    cudaEventDestroy(event);
+    return recorded;
+  }
+  uint64_t id = nextRequest_++;
+  pending_.emplace(id, event);
+  return Request{id};
+}
+
+Status NcclCommunicator::wait(Request request) {
+  if (request.id == 0)
+    return Status::ok();
+  auto it = pending_.find(request.id);
+  if (it == pending_.end())
+    return errorf("rank ", rank_, ": wait for all_reduce request ", request.id,
+                  ", which was never started or was already waited for");
+  FLEXMOE_RETURN_IF_ERROR(usable());
+  auto deadline =
+      std::chrono::steady_clock::now() +
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::chrono::duration<double>(timeoutSeconds_));
+  while (true) {
+    cudaError_t query = cudaEventQuery(it->second);
+    if (query == cudaSuccess)
+      break;
+    if (query != cudaErrorNotReady)
+      return checkCuda(query, "all_reduce");
+    // As in wait(what): a peer that never comes shows as NCCL's
+    // asynchronous error or as the deadline.
+    ncclResult_t state = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_, &state) == ncclSuccess &&
+        state != ncclSuccess && state != ncclInProgress)
+      return check(state, "all_reduce");
+    if (std::chrono::steady_clock::now() > deadline) {
+      failure_ = errorf("rank ", rank_, ": all_reduce did not complete within ",
+                        timeoutSeconds_, " s (another rank may have failed)");
+      return *failure_;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  cudaEventDestroy(it->second);
+  pending_.erase(it);
+  return Status::ok();
+}
+
+Status NcclCommunicator::progress() {
+  FLEXMOE_RETURN_IF_ERROR(usable());
+  ncclResult_t state = ncclSuccess;
+  FLEXMOE_RETURN_IF_ERROR(
+      check(ncclCommGetAsyncError(comm_, &state), "all_reduce"));
+  return check(state, "all_reduce");
 }
 
 Status NcclCommunicator::allReduceHost(std::span<double> data, ReduceOp op) {

@@ -62,6 +62,14 @@ public:
                    std::span<const int64_t> recvOffsets,
                    size_t rowBytes) override;
   Status allReduce(float *data, int64_t count, ReduceOp op) override;
+  /// ncclAllReduce on stream() and an event recorded after it; wait()
+  /// polls the event (and NCCL's asynchronous error) against the deadline.
+  /// Later operations on stream() run after it, as with allReduce.
+  StatusOr<Request> startAllReduce(float *data, int64_t count,
+                                   ReduceOp op) override;
+  Status wait(Request request) override;
+  /// NCCL progresses on its own: reports an asynchronous error, if any.
+  Status progress() override;
   Status allReduceHost(std::span<double> data, ReduceOp op) override;
   Status groupSum(float *data, int64_t count,
                   std::span<const int32_t> ranks) override;
@@ -95,6 +103,9 @@ private:
   size_t scratchBytes_ = 0;
   std::map<std::vector<int32_t>, ncclComm_t> groups_;
   std::optional<Status> failure_;
+  /// Non-blocking all-reduces not yet waited for, by request id.
+  std::map<uint64_t, cudaEvent_t> pending_;
+  uint64_t nextRequest_ = 1;
 };
 
 } // namespace flexmoe::device

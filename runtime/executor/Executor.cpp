@@ -88,6 +88,7 @@ Executor::create(const program::LoadedProgram &program, device::Device &device,
       new Executor(program, device, comm, options));
   FLEXMOE_RETURN_IF_ERROR(executor->bind());
   FLEXMOE_RETURN_IF_ERROR(executor->analyse());
+  FLEXMOE_RETURN_IF_ERROR(executor->analyseOverlap());
   FLEXMOE_RETURN_IF_ERROR(executor->initialize());
   return executor;
 }
@@ -392,19 +393,32 @@ Status Executor::run(RunMode &mode) {
   ++runsDone_;
   for (size_t i = 0; i < mode.end; ++i) {
     const fb::Instruction &instruction = *instructions->Get(i);
+    // Waits name the all-reduce they wait for, not instruction i.
+    Status waited = waitBefore(i);
+    if (waited.isOk() && mode.training && i == firstUpdate_)
+      waited = waitForAllReduces(); // the gradient norm reads every gradient
+    if (!waited.isOk()) {
+      drainAllReduces();
+      return waited;
+    }
     Status status = Status::ok();
     if (mode.training && i == firstUpdate_)
       status = prepareUpdates(mode);
+    runningInstruction_ = i;
     if (status.isOk() &&
         !(mode.skipUpdates && instruction.opcode() == fb::OpCode::AdamW))
       status = runInstruction(instruction, mode, static_cast<int64_t>(i));
+    if (status.isOk() && !inFlight_.empty())
+      status = progressAllReduces();
     if (!status.isOk()) {
+      drainAllReduces();
       const program::OpInfo *info = program::lookupOpInfo(instruction.opcode());
       return std::move(status).withContext(
           "instruction " + std::to_string(i) + " (" +
           std::string(info ? info->irName : "unknown opcode") + ")");
     }
   }
+  FLEXMOE_RETURN_IF_ERROR(waitForAllReduces());
   return stream_->synchronize();
 }
 
@@ -780,10 +794,117 @@ Status Executor::runReplicaGradSync(const fb::Instruction &instruction) {
   return Status::ok();
 }
 
+namespace {
+
+double secondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+} // namespace
+
 Status Executor::runAllReduce(const fb::Instruction &instruction, bool mean) {
   const Operand &in = operands_[instruction.inputs()->Get(0)];
   const Operand &out = operands_[instruction.outputs()->Get(0)];
   copyIfDistinct(in, out);
-  return comm_.allReduce(out.as<float>(), out.numElements(),
-                         mean ? device::ReduceOp::Mean : device::ReduceOp::Sum);
+  device::ReduceOp op = mean ? device::ReduceOp::Mean : device::ReduceOp::Sum;
+  auto start = std::chrono::steady_clock::now();
+  if (!options_.overlapCommunication) {
+    Status status = comm_.allReduce(out.as<float>(), out.numElements(), op);
+    exposedCommSeconds_ += secondsSince(start);
+    return status;
+  }
+  StatusOr<device::Request> request =
+      comm_.startAllReduce(out.as<float>(), out.numElements(), op);
+  exposedCommSeconds_ += secondsSince(start);
+  if (!request)
+    return request.status();
+  inFlight_.push_back({runningInstruction_, *request});
+  return Status::ok();
+}
+
+//===----------------------------------------------------------------------===//
+// Communication overlap
+//===----------------------------------------------------------------------===//
+
+Status Executor::analyseOverlap() {
+  const auto *instructions = program_.program().instructions();
+  size_t count = instructions ? instructions->size() : 0;
+  waitsBefore_.assign(count, {});
+  auto touches = [&](const fb::Instruction &inst, const std::byte *begin,
+                     const std::byte *end) {
+    for (const auto *ids : {inst.inputs(), inst.outputs()})
+      if (ids)
+        for (uint32_t id : *ids) {
+          const Operand &operand = operands_[id];
+          const std::byte *b = operand.data, *e = b + operand.numBytes();
+          if (b < end && begin < e)
+            return true;
+        }
+    return false;
+  };
+  for (size_t a = 0; a < count; ++a) {
+    const fb::Instruction &reduce = *instructions->Get(a);
+    if (reduce.opcode() != fb::OpCode::AllReduceMean &&
+        reduce.opcode() != fb::OpCode::AllReduceSum)
+      continue;
+    if (!reduce.outputs() || reduce.outputs()->size() != 1)
+      return errorf("instruction ", a, " (all_reduce) must have one output");
+    const Operand &out = operands_[reduce.outputs()->Get(0)];
+    const std::byte *begin = out.data, *end = begin + out.numBytes();
+    // The arena's bytes, not buffer ids: views and reused space count.
+    for (size_t j = a + 1; j < count; ++j)
+      if (touches(*instructions->Get(j), begin, end)) {
+        waitsBefore_[j].push_back(static_cast<uint32_t>(a));
+        break;
+      }
+    // None touches it: the wait before the updates or at the end of the
+    // run covers it.
+  }
+  return Status::ok();
+}
+
+Status Executor::waitFor(size_t slot) {
+  InFlightAllReduce inFlight = inFlight_[slot];
+  inFlight_.erase(inFlight_.begin() + static_cast<std::ptrdiff_t>(slot));
+  auto start = std::chrono::steady_clock::now();
+  Status status = comm_.wait(inFlight.request);
+  exposedCommSeconds_ += secondsSince(start);
+  if (!status.isOk())
+    return std::move(status).withContext("instruction " +
+                                         std::to_string(inFlight.instruction) +
+                                         " (moe.all_reduce)");
+  return Status::ok();
+}
+
+Status Executor::waitBefore(size_t index) {
+  if (inFlight_.empty() || index >= waitsBefore_.size())
+    return Status::ok();
+  for (uint32_t reduce : waitsBefore_[index])
+    for (size_t slot = 0; slot < inFlight_.size(); ++slot)
+      if (inFlight_[slot].instruction == reduce) {
+        FLEXMOE_RETURN_IF_ERROR(waitFor(slot));
+        break;
+      }
+  return Status::ok();
+}
+
+Status Executor::waitForAllReduces() {
+  while (!inFlight_.empty())
+    FLEXMOE_RETURN_IF_ERROR(waitFor(0));
+  return Status::ok();
+}
+
+Status Executor::progressAllReduces() {
+  auto start = std::chrono::steady_clock::now();
+  Status status = comm_.progress();
+  exposedCommSeconds_ += secondsSince(start);
+  return status;
+}
+
+void Executor::drainAllReduces() {
+  // A failed communicator fails each wait at once; the first error is the
+  // one the caller reports.
+  while (!inFlight_.empty())
+    (void)waitFor(0);
 }

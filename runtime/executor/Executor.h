@@ -34,6 +34,12 @@ struct ExecutorOptions {
   /// Seeds parameter initialisation: the same seed gives bit-identical
   /// parameters on every run and every rank.
   uint64_t seed = 0;
+  /// Start each dense-gradient all-reduce without waiting and let the rest
+  /// of the backward pass run while it is in flight; the executor waits for
+  /// it only before the first instruction touching its bytes, before the
+  /// updates, and at the end of the run. The results are the blocking
+  /// path's. False: every all-reduce blocks where it stands.
+  bool overlapCommunication = true;
 };
 
 /// What one training step does beyond the program's own arithmetic.
@@ -227,6 +233,11 @@ public:
   /// Timings of the last step or evaluate.
   const StepTimings &timings() const { return timings_; }
 
+  /// Seconds spent inside dense-gradient all-reduce calls since create()
+  /// (the blocking call; or starting, progressing and waiting): the
+  /// all-reduce time not hidden behind computation.
+  double exposedCommSeconds() const { return exposedCommSeconds_; }
+
   /// The program this executor runs and the device it runs on.
   const program::LoadedProgram &program() const { return program_; }
   device::Device &device() const { return device_; }
@@ -338,6 +349,31 @@ private:
   };
   std::vector<NormTerm> normTerms_;
   std::vector<std::vector<float>> accumulated_;
+
+  // --- Communication overlap (ExecutorOptions::overlapCommunication) ---
+  /// Computes waitsBefore_ once, from the arena layout.
+  Status analyseOverlap();
+  /// Waits for the in-flight all-reduces instruction `index` needs.
+  Status waitBefore(size_t index);
+  /// Waits for every in-flight all-reduce.
+  Status waitForAllReduces();
+  Status waitFor(size_t slot);
+  /// Lets the in-flight all-reduces advance (comm.progress()).
+  Status progressAllReduces();
+  /// After an error: waits for what is still in flight (so no request
+  /// outlives the run), keeping the first error.
+  void drainAllReduces();
+  /// waitsBefore_[i]: the all-reduce instructions whose output bytes
+  /// instruction i is the first to read or write after them.
+  std::vector<std::vector<uint32_t>> waitsBefore_;
+  struct InFlightAllReduce {
+    size_t instruction;
+    device::Request request;
+  };
+  std::vector<InFlightAllReduce> inFlight_;
+  /// The instruction run() is running (runAllReduce's index).
+  size_t runningInstruction_ = 0;
+  double exposedCommSeconds_ = 0;
 };
 
 } // namespace flexmoe::executor

@@ -21,7 +21,8 @@
 //--- dense.mlir
 // A dense MLP language model at batch 8, on 2 devices: activations carry 4
 // sequences, parameters keep their shapes, every gradient is averaged over
-// the devices right before its update.
+// the devices right after the op that finishes it, so that the rest of the
+// backward pass can run while the all-reduce is in flight.
 
 // LOCAL-NOT: tensor<8x4x{{[0-9]}}
 // LOCAL-NOT: tensor<32x
@@ -54,18 +55,19 @@
 // CHECK-NEXT: %[[ONE:.*]] = nn.fill {value = 1.000000e+00 : f32} : () -> tensor<f32>
 // CHECK-NEXT: %[[DLOGITS:.*]] = nn.cross_entropy_grad %[[LOGITS]], %[[LABELS]], %[[ONE]] : (tensor<4x4x16xf32>, tensor<4x4xi32>, tensor<f32>) -> tensor<4x4x16xf32>
 // CHECK-NEXT: %[[DG3:.*]], %[[DWHEAD:.*]] = nn.linear_grad %[[G3]], %[[WHEAD]], %[[DLOGITS]] : {{.*}} -> (tensor<4x4x16xf32>, tensor<16x16xf32>)
+// CHECK-NEXT: %[[GWHEAD:.*]] = moe.all_reduce %[[DWHEAD]] {reduction = "mean"} : (tensor<16x16xf32>) -> tensor<16x16xf32>
 // CHECK-NEXT: %[[DG:.*]] = nn.reshape %[[DG3]] : (tensor<4x4x16xf32>) -> tensor<16x16xf32>
 // CHECK-NEXT: %[[DZ:.*]] = nn.gelu_grad %[[Z]], %[[DG]] : (tensor<16x16xf32>, tensor<16x16xf32>) -> tensor<16x16xf32>
 // CHECK-NEXT: %[[DHT:.*]], %[[DW1:.*]] = nn.linear_grad %[[HT]], %[[W1]], %[[DZ]] : {{.*}} -> (tensor<16x8xf32>, tensor<8x16xf32>)
+// CHECK-NEXT: %[[GW1:.*]] = moe.all_reduce %[[DW1]] {reduction = "mean"} : (tensor<8x16xf32>) -> tensor<8x16xf32>
 // CHECK-NEXT: %[[DB1:.*]] = nn.reduce_sum %[[DZ]] {dims = array<i64: 0>} : (tensor<16x16xf32>) -> tensor<16xf32>
+// CHECK-NEXT: %[[GB1:.*]] = moe.all_reduce %[[DB1]] {reduction = "mean"} : (tensor<16xf32>) -> tensor<16xf32>
 // CHECK-NEXT: %[[DH:.*]] = nn.reshape %[[DHT]] : (tensor<16x8xf32>) -> tensor<4x4x8xf32>
 // CHECK-NEXT: %[[ZERO:.*]] = nn.fill {value = 0.000000e+00 : f32} : () -> tensor<4x4x8xf32>
 // CHECK-NEXT: %[[DHSUM:.*]] = nn.add %[[ZERO]], %[[DH]] : (tensor<4x4x8xf32>, tensor<4x4x8xf32>) -> tensor<4x4x8xf32>
 // CHECK-NEXT: %[[DWTE:.*]] = nn.embedding_grad %[[TOKENS]], %[[DHSUM]] {vocab_size = 16 : i64} : (tensor<4x4xi32>, tensor<4x4x8xf32>) -> tensor<16x8xf32>
 // CHECK-NEXT: %[[GWTE:.*]] = moe.all_reduce %[[DWTE]] {reduction = "mean"} : (tensor<16x8xf32>) -> tensor<16x8xf32>
-// CHECK-NEXT: %[[GW1:.*]] = moe.all_reduce %[[DW1]] {reduction = "mean"} : (tensor<8x16xf32>) -> tensor<8x16xf32>
-// CHECK-NEXT: %[[GB1:.*]] = moe.all_reduce %[[DB1]] {reduction = "mean"} : (tensor<16xf32>) -> tensor<16xf32>
-// CHECK-NEXT: %[[GWHEAD:.*]] = moe.all_reduce %[[DWHEAD]] {reduction = "mean"} : (tensor<16x16xf32>) -> tensor<16x16xf32>
+// The updates keep their order, after every collective.
 // CHECK-NEXT: %[[NWTE:.*]], %[[NWTE_M:.*]], %[[NWTE_V:.*]] = nn.adamw %[[WTE]], %[[GWTE]], %[[WTE_M]], %[[WTE_V]]
 // CHECK-NEXT: %[[NW1:.*]], %[[NW1_M:.*]], %[[NW1_V:.*]] = nn.adamw %[[W1]], %[[GW1]], %[[W1_M]], %[[W1_V]]
 // CHECK-NEXT: %[[NB1:.*]], %[[NB1_M:.*]], %[[NB1_V:.*]] = nn.adamw %[[B1]], %[[GB1]], %[[B1_M]], %[[B1_V]]
@@ -190,8 +192,11 @@ func.func @train_step(
 // CHECK: %[[CE:.*]] = nn.cross_entropy %{{.*}}, %[[LABELS]] : (tensor<2x4x16xf32>, tensor<2x4xi32>) -> tensor<f32>
 // CHECK-NEXT: %[[LOSS:.*]] = nn.add %[[CE]], %[[AUX]] : (tensor<f32>, tensor<f32>) -> tensor<f32>
 
-// Backward: the expert gradient runs on what the forward received.
-// CHECK: %[[DY:.*]] = nn.reshape %{{.*}} : (tensor<2x4x8xf32>) -> tensor<8x8xf32>
+// Backward: the head's gradient is averaged as soon as it is final; the
+// expert gradient runs on what the forward received.
+// CHECK: %{{.*}}, %[[DHEAD:.*]] = nn.linear_grad {{.*}} -> (tensor<2x4x8xf32>, tensor<8x16xf32>)
+// CHECK-NEXT: %[[GHEAD:.*]] = moe.all_reduce %[[DHEAD]] {reduction = "mean"} : (tensor<8x16xf32>) -> tensor<8x16xf32>
+// CHECK-NEXT: %[[DY:.*]] = nn.reshape %{{.*}} : (tensor<2x4x8xf32>) -> tensor<8x8xf32>
 // CHECK-NEXT: %[[DOUT:.*]], %[[DCW:.*]] = moe.combine_grad %[[OUT]], %[[POS]], %[[CW]], %[[DY]] {{.*}} -> (tensor<16x8xf32>, tensor<8x2xf32>)
 // CHECK-NEXT: %[[DLOCAL:.*]], %{{.*}} = moe.all_to_all %[[DOUT]], %[[COUNTS]] {direction = "dispatch", layer = "moe1", placement = #[[P]]} : (tensor<16x8xf32>, tensor<4xi32>) -> (tensor<64x8xf32>, tensor<1xi32>)
 // CHECK-NEXT: %[[DRECV:.*]], %[[DW1:.*]], %[[DB1:.*]], %[[DW2:.*]], %[[DB2:.*]] = moe.experts_grad %[[RECV]], %[[SLOTS]], %[[W1]], %[[B1]], %[[W2]], %[[B2]], %[[DLOCAL]] {capacity = 0 : i64, layer = "moe1", placement = #[[P]]}
@@ -200,18 +205,17 @@ func.func @train_step(
 // CHECK-NEXT: %[[DXR:.*]] = moe.dispatch_grad %[[DROUTED]], %[[POS]] {{.*}} : (tensor<16x8xf32>, tensor<8x2xi32>) -> tensor<8x8xf32>
 // CHECK-NEXT: %[[DPROBS:.*]] = moe.aux_loss_grad %[[PROBS]], %[[IDS]], %{{.*}} -> tensor<8x4xf32>
 // CHECK-NEXT: %{{.*}}, %[[DGATE:.*]] = moe.gate_grad %[[X]], %[[GATE]], %[[PROBS]], %[[IDS]], %[[DCW]], %[[DPROBS]] {{.*}} -> (tensor<8x8xf32>, tensor<8x4xf32>)
+// CHECK-NEXT: %[[GGATE:.*]] = moe.all_reduce %[[DGATE]] {reduction = "mean"} : (tensor<8x4xf32>) -> tensor<8x4xf32>
 
 // Updates: dense gradients averaged; expert gradients scaled by 1/4 and
 // synchronised over the replicas in one op, before the first expert update.
 // CHECK: %[[DWTE:.*]] = nn.embedding_grad %[[TOKENS]], %{{.*}} -> tensor<16x8xf32>
 // CHECK-NEXT: %[[GWTE:.*]] = moe.all_reduce %[[DWTE]] {reduction = "mean"} : (tensor<16x8xf32>) -> tensor<16x8xf32>
-// CHECK-NEXT: %[[GGATE:.*]] = moe.all_reduce %[[DGATE]] {reduction = "mean"} : (tensor<8x4xf32>) -> tensor<8x4xf32>
 // CHECK-NEXT: %[[SW1:.*]] = nn.scale %[[DW1]] {factor = 2.500000e-01 : f32} : (tensor<1x8x16xf32>) -> tensor<1x8x16xf32>
 // CHECK-NEXT: %[[SB1:.*]] = nn.scale %[[DB1]] {factor = 2.500000e-01 : f32} : (tensor<1x16xf32>) -> tensor<1x16xf32>
 // CHECK-NEXT: %[[SW2:.*]] = nn.scale %[[DW2]] {factor = 2.500000e-01 : f32} : (tensor<1x16x8xf32>) -> tensor<1x16x8xf32>
 // CHECK-NEXT: %[[SB2:.*]] = nn.scale %[[DB2]] {factor = 2.500000e-01 : f32} : (tensor<1x8xf32>) -> tensor<1x8xf32>
 // CHECK-NEXT: %[[SYNC:.*]]:4 = moe.replica_grad_sync %[[SW1]], %[[SB1]], %[[SW2]], %[[SB2]] {layer = "moe1", placement = #[[P]]} : (tensor<1x8x16xf32>, tensor<1x16xf32>, tensor<1x16x8xf32>, tensor<1x8xf32>) -> (tensor<1x8x16xf32>, tensor<1x16xf32>, tensor<1x16x8xf32>, tensor<1x8xf32>)
-// CHECK-NEXT: %[[GHEAD:.*]] = moe.all_reduce %{{.*}} {reduction = "mean"} : (tensor<8x16xf32>) -> tensor<8x16xf32>
 // CHECK-NEXT: nn.adamw %[[WTE]], %[[GWTE]], %[[WTE_M]], %[[WTE_V]]
 // CHECK-NEXT: nn.adamw %[[GATE]], %[[GGATE]], %[[GATE_M]], %[[GATE_V]]
 // CHECK-NEXT: nn.adamw %[[W1]], %[[SYNC]]#0, %[[W1_M]], %[[W1_V]] {{.*}} -> (tensor<1x8x16xf32>, tensor<1x8x16xf32>, tensor<1x8x16xf32>)

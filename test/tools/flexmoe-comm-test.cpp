@@ -25,6 +25,15 @@
 //                   on its share of one global batch, and checks every loss
 //                   against the world-size-1 program W1 on the whole batch
 //                   (relative difference at most X, default 1e-5)
+//   --overlap W.fmoe [--steps N] [--tolerance X]
+//                   trains W twice side by side, with the executor's
+//                   communication overlap on and off, and checks that losses,
+//                   gradient norms, parameters and optimizer state agree
+//                   (relative difference at most X, default 0: bitwise) and
+//                   that the overlapped run had all-reduces in flight
+//
+// --hang-before also takes async_all_reduce: rank R never starts the
+// non-blocking all-reduces, and the others time out waiting for them.
 //
 //===----------------------------------------------------------------------===//
 
@@ -33,6 +42,7 @@
 #include "runtime/executor/Executor.h"
 #include "runtime/train/Dataset.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -202,6 +212,62 @@ void testAllReduce(MpiCommunicator &comm, Checker &check) {
                  "): got ", host[0], ", ", host[1], ", expected ", sum, ", ",
                  squares);
   }
+}
+
+/// Non-blocking all-reduces: several in flight at once, with progress()
+/// calls and a blocking collective among them, waited for in another order
+/// than started; each must equal the blocking allReduce bit for bit. Then
+/// the caller's errors: a request waited for twice, one never started.
+void testAsyncAllReduce(MpiCommunicator &comm, Checker &check) {
+  int64_t p = comm.worldSize(), r = comm.rank();
+  // Sizes below and above Open MPI's eager limit, and an empty one.
+  const std::vector<int64_t> sizes = {1000, 300000, 0, 4097};
+  std::vector<std::vector<float>> async(sizes.size()), blocking(sizes.size());
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    async[k].resize(sizes[k]);
+    for (int64_t i = 0; i < sizes[k]; ++i)
+      // Not exactly representable sums: bitwise equality means the same
+      // reduction order, not just exact arithmetic.
+      async[k][i] = std::sin(0.001f * i + r) * (1.0f + 0.1f * k);
+    blocking[k] = async[k];
+  }
+  auto opOf = [](size_t k) { return k % 2 ? ReduceOp::Sum : ReduceOp::Mean; };
+  std::vector<device::Request> requests;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    StatusOr<device::Request> started =
+        comm.startAllReduce(async[k].data(), sizes[k], opOf(k));
+    check.ok(started.status(), comm);
+    requests.push_back(*started);
+    check.ok(comm.progress(), comm);
+  }
+  if (comm.pendingRequests() != 4)
+    check.fail("async all_reduce: ", comm.pendingRequests(),
+               " requests pending after 4 starts, expected 4");
+  // Waited for out of order, with a blocking collective while the rest are
+  // in flight.
+  check.ok(comm.wait(requests[1]), comm);
+  std::vector<int64_t> local = {r}, all(p);
+  check.ok(comm.allGather(local, all), comm);
+  for (size_t k : {3, 0, 2})
+    check.ok(comm.wait(requests[k]), comm);
+  if (comm.pendingRequests() != 0)
+    check.fail("async all_reduce: ", comm.pendingRequests(),
+               " requests pending after every wait");
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    check.ok(comm.allReduce(blocking[k].data(), sizes[k], opOf(k)), comm);
+    if (std::memcmp(async[k].data(), blocking[k].data(),
+                    sizes[k] * sizeof(float)) != 0)
+      check.fail("async all_reduce of ", sizes[k],
+                 " elements differs from the blocking one");
+  }
+  Status twice = comm.wait(requests[0]);
+  if (twice.isOk() ||
+      twice.message().find("already waited for") == std::string::npos)
+    check.fail("a second wait for the same request did not fail clearly");
+  if (comm.wait(device::Request{987654}).isOk())
+    check.fail("a wait for a request never started did not fail");
+  // Those were the caller's errors: the communicator still works.
+  check.ok(comm.barrier(), comm);
 }
 
 /// Replica groups: subsets of every size, each called by its members alone,
@@ -406,6 +472,188 @@ int runExecutor(MpiCommunicator &comm, const std::string &path,
   return 0;
 }
 
+/// Forwards to an MpiCommunicator and counts what the executor asks of it:
+/// how many non-blocking all-reduces it keeps in flight at once, and how
+/// many blocking ones it runs.
+class CountingCommunicator final : public device::Communicator {
+public:
+  explicit CountingCommunicator(MpiCommunicator &inner) : inner_(inner) {}
+  int64_t rank() const override { return inner_.rank(); }
+  int64_t worldSize() const override { return inner_.worldSize(); }
+  Status allGather(std::span<const int64_t> local,
+                   std::span<int64_t> all) override {
+    return inner_.allGather(local, all);
+  }
+  Status allToAllV(const std::byte *send, std::span<const int64_t> sendCounts,
+                   std::span<const int64_t> sendOffsets, std::byte *recv,
+                   std::span<const int64_t> recvCounts,
+                   std::span<const int64_t> recvOffsets,
+                   size_t rowBytes) override {
+    return inner_.allToAllV(send, sendCounts, sendOffsets, recv, recvCounts,
+                            recvOffsets, rowBytes);
+  }
+  Status allReduce(float *data, int64_t count, ReduceOp op) override {
+    ++blocking;
+    return inner_.allReduce(data, count, op);
+  }
+  StatusOr<device::Request> startAllReduce(float *data, int64_t count,
+                                           ReduceOp op) override {
+    ++started;
+    StatusOr<device::Request> request = inner_.startAllReduce(data, count, op);
+    maxInFlight = std::max(maxInFlight, inner_.pendingRequests());
+    return request;
+  }
+  Status wait(device::Request request) override { return inner_.wait(request); }
+  Status progress() override { return inner_.progress(); }
+  Status allReduceHost(std::span<double> data, ReduceOp op) override {
+    return inner_.allReduceHost(data, op);
+  }
+  Status groupSum(float *data, int64_t count,
+                  std::span<const int32_t> ranks) override {
+    return inner_.groupSum(data, count, ranks);
+  }
+  Status broadcast(std::byte *data, size_t bytes, int64_t root) override {
+    return inner_.broadcast(data, bytes, root);
+  }
+  Status send(const std::byte *data, size_t bytes, int64_t dst,
+              int tag) override {
+    return inner_.send(data, bytes, dst, tag);
+  }
+  Status recv(std::byte *data, size_t bytes, int64_t src, int tag) override {
+    return inner_.recv(data, bytes, src, tag);
+  }
+  Status barrier() override { return inner_.barrier(); }
+
+  int64_t blocking = 0, started = 0;
+  size_t maxInFlight = 0;
+
+private:
+  MpiCommunicator &inner_;
+};
+
+/// Trains `path` twice side by side on this rank's data, with the
+/// executor's communication overlap on and off (one step of each in turn,
+/// so their collectives never interleave), and compares everything the
+/// steps produce. Steps alternate gradient clipping (the updates then need
+/// every all-reduce done first) and use two micro-batches once.
+int runOverlap(MpiCommunicator &comm, const std::string &path, int64_t steps,
+               double tolerance) {
+  int64_t r = comm.rank();
+  auto fatal = [&](const std::string &message) {
+    std::fprintf(stderr, "flexmoe-comm-test: rank %lld: %s\n",
+                 static_cast<long long>(r), message.c_str());
+    comm.abort(1);
+  };
+  StatusOr<program::LoadedProgram> loaded = program::loadProgram(path);
+  if (!loaded)
+    fatal(loaded.status().message());
+  const fb::Program &prog = loaded->program();
+  StatusOr<train::ProgramInputShape> shape = train::programInputShape(prog);
+  if (!shape)
+    fatal(shape.status().message());
+  int64_t tokens = shape->localBatch * shape->seqLen;
+  std::mt19937_64 rng(777 + r);
+  std::uniform_int_distribution<int32_t> id(
+      0, static_cast<int32_t>(shape->vocabSize - 1));
+  // Two micro-batches' worth of tokens and labels.
+  std::vector<std::vector<int32_t>> data(4, std::vector<int32_t>(tokens));
+  for (auto &values : data)
+    for (int32_t &v : values)
+      v = id(rng);
+
+  cpu::CpuDevice overlapDevice, blockingDevice;
+  CountingCommunicator overlapComm(comm), blockingComm(comm);
+  executor::ExecutorOptions on, off;
+  on.overlapCommunication = true;
+  off.overlapCommunication = false;
+  StatusOr<std::unique_ptr<executor::Executor>> overlapped =
+      executor::Executor::create(*loaded, overlapDevice, overlapComm, on);
+  if (!overlapped)
+    fatal(overlapped.status().message());
+  StatusOr<std::unique_ptr<executor::Executor>> blocking =
+      executor::Executor::create(*loaded, blockingDevice, blockingComm, off);
+  if (!blocking)
+    fatal(blocking.status().message());
+
+  double worst = 0;
+  auto compare = [&](double a, double b) {
+    double rel = a == b ? 0 : std::abs(a - b) / std::max(1e-30, std::abs(b));
+    worst = std::max(worst, rel);
+  };
+  for (int64_t s = 1; s <= steps; ++s) {
+    executor::StepResult results[2];
+    executor::Executor *executors[2] = {overlapped->get(), blocking->get()};
+    for (int which = 0; which < 2; ++which) {
+      executor::Executor &exec = *executors[which];
+      executor::StepOptions options;
+      options.maxGradNorm = s % 2 ? 0.5f : 0.0f;
+      if (s == 2) {
+        options.microBatches = 2;
+        options.loadMicroBatch = [&](int64_t micro) {
+          return exec.setInputs(data[2 * micro], data[2 * micro + 1]);
+        };
+      } else if (Status set = exec.setInputs(data[0], data[1]); !set.isOk()) {
+        fatal(set.message());
+      }
+      StatusOr<executor::StepResult> result = exec.step(options);
+      if (!result)
+        fatal("step " + std::to_string(s) + " with overlap " +
+              (which == 0 ? "on" : "off") + ": " + result.status().message());
+      results[which] = *result;
+    }
+    if (r == 0)
+      std::printf("step %lld loss %.6f (overlap) %.6f (blocking)\n",
+                  static_cast<long long>(s), results[0].loss, results[1].loss);
+    compare(results[0].loss, results[1].loss);
+    compare(results[0].gradNorm, results[1].gradNorm);
+  }
+  const auto *buffers = prog.buffers();
+  for (size_t b = 0; b < (*overlapped)->numBuffers(); ++b) {
+    const fb::Buffer &buffer = *buffers->Get(b);
+    if (buffer.alias_of() >= 0 || !program::isPersistent(buffer.kind()))
+      continue;
+    const device::Operand &x = (*overlapped)->buffer(b);
+    const device::Operand &y = (*blocking)->buffer(b);
+    for (int64_t i = 0; i < x.numElements(); ++i)
+      compare(x.as<float>()[i], y.as<float>()[i]);
+  }
+  int failures = 0;
+  if (!(worst <= tolerance)) {
+    std::fprintf(stderr,
+                 "flexmoe-comm-test: rank %lld: overlap on and off differ: "
+                 "worst relative difference %.3g (tolerance %.3g)\n",
+                 static_cast<long long>(r), worst, tolerance);
+    ++failures;
+  }
+  // The overlapped executor must really overlap, the other really block.
+  if (overlapComm.blocking != 0 || overlapComm.maxInFlight < 2) {
+    std::fprintf(stderr,
+                 "flexmoe-comm-test: rank %lld: with overlap on, %lld "
+                 "blocking all-reduces and at most %zu in flight\n",
+                 static_cast<long long>(r),
+                 static_cast<long long>(overlapComm.blocking),
+                 overlapComm.maxInFlight);
+    ++failures;
+  }
+  if (blockingComm.started != 0 || blockingComm.blocking == 0) {
+    std::fprintf(stderr,
+                 "flexmoe-comm-test: rank %lld: with overlap off, %lld "
+                 "non-blocking all-reduces\n",
+                 static_cast<long long>(r),
+                 static_cast<long long>(blockingComm.started));
+    ++failures;
+  }
+  if (failures)
+    return 1;
+  std::printf("rank %lld: overlap on and off agree over %lld steps (worst "
+              "relative difference %.3g; %lld all-reduces, up to %zu in "
+              "flight)\n",
+              static_cast<long long>(r), static_cast<long long>(steps), worst,
+              static_cast<long long>(overlapComm.started),
+              overlapComm.maxInFlight);
+  return 0;
+}
+
 int runMismatchedRecv(MpiCommunicator &comm) {
   if (comm.worldSize() < 2) {
     std::fprintf(stderr, "flexmoe-comm-test: --mismatched-recv needs two "
@@ -443,7 +691,8 @@ int usage(const std::string &problem) {
                "--mismatched-recv | "
                "--executor W.fmoe "
                "--reference W1.fmoe "
-               "[--steps N] [--tolerance X]]\n",
+               "[--steps N] [--tolerance X] | --overlap W.fmoe [--steps N] "
+               "[--tolerance X]]\n",
                problem.c_str());
   return 1;
 }
@@ -480,9 +729,10 @@ int main(int argc, char **argv) {
   }
   int64_t dieRank = -1, hangRank = -1, hangAtSetup = -1, steps = 3;
   double tolerance = 1e-5;
+  bool toleranceGiven = false;
   bool mismatchedRecv = false;
   std::string hangAt = "all_gather";
-  std::string program, reference;
+  std::string program, reference, overlapProgram;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> const char * {
@@ -492,7 +742,7 @@ int main(int argc, char **argv) {
     if ((arg == "--die-rank" || arg == "--hang-rank" ||
          arg == "--hang-at-setup" || arg == "--hang-before" ||
          arg == "--steps" || arg == "--executor" || arg == "--reference" ||
-         arg == "--tolerance") &&
+         arg == "--tolerance" || arg == "--overlap") &&
         !(v = value()))
       return usage(arg + " needs a value");
     if (arg == "--die-rank")
@@ -507,8 +757,11 @@ int main(int argc, char **argv) {
       steps = std::atoll(v);
     else if (arg == "--mismatched-recv")
       mismatchedRecv = true;
-    else if (arg == "--tolerance")
+    else if (arg == "--tolerance") {
       tolerance = std::atof(v);
+      toleranceGiven = true;
+    } else if (arg == "--overlap")
+      overlapProgram = v;
     else if (arg == "--executor")
       program = v;
     else if (arg == "--reference")
@@ -520,9 +773,13 @@ int main(int argc, char **argv) {
     return usage("--executor and --reference go together");
   if (steps < 1)
     return usage("--steps must be at least 1");
-  if (hangAt != "all_gather" && hangAt != "group_sum")
-    return usage("--hang-before must be all_gather or group_sum, got '" +
+  if (hangAt != "all_gather" && hangAt != "group_sum" &&
+      hangAt != "async_all_reduce")
+    return usage("--hang-before must be all_gather, group_sum or "
+                 "async_all_reduce, got '" +
                  hangAt + "'");
+  if (!overlapProgram.empty() && !program.empty())
+    return usage("--overlap and --executor are separate modes");
 
   if (hangAtSetup >= 0) {
     int worldRank = 0;
@@ -554,6 +811,9 @@ int main(int argc, char **argv) {
 
   if (!program.empty())
     return runExecutor(comm, program, reference, steps, tolerance);
+  if (!overlapProgram.empty())
+    return runOverlap(comm, overlapProgram, steps,
+                      toleranceGiven ? tolerance : 0.0);
 
   if (r == dieRank) {
     std::fprintf(stderr,
@@ -581,6 +841,8 @@ int main(int argc, char **argv) {
   testAllGather(comm, check);
   testAllToAllV(comm, check);
   testAllReduce(comm, check);
+  hangBefore("async_all_reduce");
+  testAsyncAllReduce(comm, check);
   hangBefore("group_sum");
   testGroupSum(comm, check);
   testBroadcast(comm, check);

@@ -125,7 +125,8 @@ def SpmdPartition : Pass<"spmd-partition", "mlir::ModuleOp"> {
       argument is divided by `world-size` and the new shapes are propagated
       through the body; dense parameters stay replicated and each dense
       gradient goes through `moe.all_reduce {reduction = "mean"}` right
-      before its `nn.adamw`;
+      after the op producing it, so that the runtime can overlap it with the
+      rest of the backward pass;
     - expert parallelism: expert parameters and their AdamW state become
       `[slots_per_device, ...]` according to each layer's `#moe.placement`;
       `moe.all_to_all` ops route tokens to the local expert slots and back
