@@ -794,15 +794,6 @@ Status Executor::runReplicaGradSync(const fb::Instruction &instruction) {
   return Status::ok();
 }
 
-namespace {
-
-double secondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-      .count();
-}
-
-} // namespace
-
 Status Executor::runAllReduce(const fb::Instruction &instruction, bool mean) {
   const Operand &in = operands_[instruction.inputs()->Get(0)];
   const Operand &out = operands_[instruction.outputs()->Get(0)];

@@ -68,6 +68,11 @@ Checkpoints:
                             given come from the checkpoint, and new
                             checkpoints go beside it unless --checkpoint-dir
 
+Communication:
+  --no-overlap              Run every gradient all-reduce blocking, where the
+                            backward pass reaches it, instead of overlapping
+                            it with the rest of the backward pass
+
 Expert placement (docs/scheduling.md):
   --placement-policy <p>    static|shadow|flexmoe (default static):
                             static keeps the compiled placement; shadow
@@ -353,9 +358,11 @@ Status flexmoe::run::parseOptions(int argc, char **argv, Options &options,
          return parseInt("skew-period", v, 0, o.skewPeriod);
        }},
   };
+  bool noOverlap = false;
   // Flags without a value.
   std::map<std::string, bool *, std::less<>> switches = {
       {"check-replicas", &o.checkReplicas},
+      {"no-overlap", &noOverlap},
   };
 
   wantsHelp = false;
@@ -405,6 +412,8 @@ Status flexmoe::run::parseOptions(int argc, char **argv, Options &options,
     FLEXMOE_RETURN_IF_ERROR(flag->second(value));
     o.given.insert(std::string(name));
   }
+  if (noOverlap)
+    o.overlap = false;
   if (o.program.empty())
     return Status::error("no program given: flexmoe-run <program.fmoe> "
                          "[options] (see --help)");

@@ -66,6 +66,8 @@ struct Options {
   std::string traceRouting;
   std::string decisionLog;
   bool checkReplicas = false;
+  /// Overlap the dense-gradient all-reduces with the backward pass.
+  bool overlap = true;
   SkewKind skew = SkewKind::None;
   /// Zipf exponent, or the hot spot's logit boost.
   double skewStrength = 0;

@@ -453,6 +453,7 @@ Status Trainer::setUp(bool &progress) {
   // The executor, and the checkpoint it resumes from.
   executor::ExecutorOptions executorOptions;
   executorOptions.seed = o_.seed;
+  executorOptions.overlapCommunication = o_.overlap;
   StatusOr<std::unique_ptr<executor::Executor>> created =
       executor::Executor::create(*program_, device_, comm_, executorOptions);
   if (!created)
@@ -668,6 +669,14 @@ StatusOr<int> Trainer::run() {
                 "  train loss %.4f (mean of the last %zu steps)", meanLoss,
                 recentLosses.size());
   sink_.print(line);
+  if (comm_.worldSize() > 1 && stepsRun > 0) {
+    std::snprintf(line, sizeof line,
+                  "  gradient all-reduces: %.1f ms/step not hidden behind "
+                  "computation (overlap %s)",
+                  1e3 * executor_->exposedCommSeconds() / stepsRun,
+                  o_.overlap ? "on" : "off, --no-overlap");
+    sink_.print(line);
+  }
   if (std::isfinite(lastEvalLoss_)) {
     double entropy = data_->unigramEntropy();
     std::snprintf(line, sizeof line,
