@@ -548,8 +548,11 @@ void PlacementControl::flushLog() {
 nlohmann::json PlacementControl::placementsJson() const {
   nlohmann::json layers = nlohmann::json::array();
   for (size_t l = 0; l < executor_.numMoeLayers(); ++l)
-    layers.push_back({{"layer", layerNameOf(l)},
-                      {"replicas", executor_.placement(l).replicas}});
+    layers.push_back(
+        {{"layer", layerNameOf(l)},
+         {"world_size", executor_.placement(l).worldSize},
+         {"slots_per_device", executor_.placement(l).slotsPerDevice},
+         {"replicas", executor_.placement(l).replicas}});
   return layers;
 }
 
@@ -565,6 +568,17 @@ Status PlacementControl::restorePlacements(const nlohmann::json &saved) {
   for (size_t l = 0; l < numLayers; ++l) {
     std::string name = layers->Get(l)->name()->str();
     plan::Placement next = executor_.placement(l);
+    // A placement only means something at its world size and slot count: a
+    // resume on another number of ranks starts from the program's.
+    if (!saved[l].is_object() ||
+        saved[l].value("world_size", int64_t{-1}) != next.worldSize ||
+        saved[l].value("slots_per_device", int64_t{-1}) !=
+            next.slotsPerDevice) {
+      sink_.print("placement of layer '" + name +
+                  "': the checkpoint's is for another world size or slot "
+                  "count; starting from the program's");
+      continue;
+    }
     try {
       if (saved[l].at("layer").get<std::string>() != name)
         return errorf("the checkpoint's placement ", l, " is of layer '",

@@ -551,7 +551,8 @@ StatusOr<int> Trainer::run() {
                 o_.clipGrad, o_.lossScale,
                 static_cast<unsigned long long>(o_.seed));
   sink_.print(line);
-  sink_.print(control_->describe());
+  if (o_.placementPolicy != "static" || o_.skew != SkewKind::None)
+    sink_.print(control_->describe());
   if (!resumePath.empty())
     sink_.print("resumed from " + resumePath);
 
