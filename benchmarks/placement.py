@@ -7,7 +7,10 @@ policy of --policies, all in one invocation and interleaved (policy order
 rotates every repetition), so that the ratios compare runs on the same
 machine under the same load. Every run is dropless and starts from the same
 seed, so the policies train the same model (dynamic-placement.test checks
-that); only where the experts sit differs.
+that); only where the experts sit differs. The "real" scenario uses the
+program compiled with the default load-balancing loss (--aux-loss-coef
+0.01), as one would train; the synthetic skews use one compiled without it,
+so that the router does not fight the skew.
 
 Per run it reads the metrics file: the mean step time over the steps after
 --warmup (the placement loop's own time, migrations included, counts in each
@@ -119,14 +122,16 @@ def main():
     load_before = os.getloadavg()[0]
     tmp = tempfile.mkdtemp(prefix="flexmoe-placement-")
     try:
-        program = os.path.join(tmp, "program.fmoe")
-        run([
-            args.compiler, "--model", args.model, "--world-size",
-            str(args.ranks), "--experts", str(args.experts),
-            "--slots-per-device", str(slots), "--layers", str(args.layers),
-            "--seq-len", str(args.seq_len), "--batch", str(args.batch),
-            "-o", program
-        ], 300, "compiling")
+        programs = {}
+        for aux in ("0.01", "0"):
+            programs[aux] = os.path.join(tmp, f"program-aux{aux}.fmoe")
+            run([
+                args.compiler, "--model", args.model, "--world-size",
+                str(args.ranks), "--experts", str(args.experts),
+                "--slots-per-device", str(slots), "--layers",
+                str(args.layers), "--seq-len", str(args.seq_len), "--batch",
+                str(args.batch), "--aux-loss-coef", aux, "-o", programs[aux]
+            ], 300, "compiling")
         results = {}  # (scenario, policy) -> [(ms, balance, steps, replans)]
         for repetition in range(args.repetitions):
             for scenario in scenarios:
@@ -137,7 +142,9 @@ def main():
                         tmp, f"{scenario}-{policy}-{repetition}.csv")
                     stdout = run(
                         mpirun_command(args.mpirun, args.ranks) + [
-                            args.run, program, "--steps", str(args.steps),
+                            args.run,
+                            programs["0.01" if scenario == "real" else "0"],
+                            "--steps", str(args.steps),
                             "--eval-fraction", "0", "--progress", "never",
                             "--log-every", str(args.steps), "--metrics",
                             metrics, "--placement-policy", policy

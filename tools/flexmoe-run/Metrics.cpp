@@ -62,8 +62,8 @@ Status MetricsSink::open(const std::string &metricsPath, bool append,
     std::string header = "kind,step,loss,eval_loss,lr,grad_norm,skipped,"
                          "tokens_per_s,step_ms,elapsed_s";
     for (const std::string &name : layerNames_)
-      header +=
-          ",balance." + name + ",expert_balance." + name + ",dropped." + name;
+      header += ",balance." + name + ",expert_balance." + name + ",dropped." +
+                name + ",a2a_bytes." + name;
     writeRow(header);
   }
   return Status::ok();
@@ -138,7 +138,8 @@ void MetricsSink::logStep(const StepRecord &r, bool printLine) {
     for (const LayerRecord &layer : r.layers)
       line += "," + std::to_string(layer.balance) + "," +
               std::to_string(layer.expertBalance) + "," +
-              std::to_string(layer.dropped);
+              std::to_string(layer.dropped) + "," +
+              std::to_string(layer.allToAllBytes);
     writeRow(line);
     return;
   }
@@ -155,7 +156,8 @@ void MetricsSink::logStep(const StepRecord &r, bool printLine) {
   for (const LayerRecord &layer : r.layers)
     layers[layer.name] = {{"balance", layer.balance},
                           {"expert_balance", layer.expertBalance},
-                          {"dropped", layer.dropped}};
+                          {"dropped", layer.dropped},
+                          {"a2a_bytes", layer.allToAllBytes}};
   row["layers"] = layers;
   writeRow(row.dump());
 }
@@ -176,7 +178,7 @@ void MetricsSink::logEval(const EvalRecord &r) {
                   static_cast<long long>(r.step), r.loss, r.elapsedSeconds);
     std::string text = row;
     for (size_t i = 0; i < layerNames_.size(); ++i)
-      text += ",,,";
+      text += ",,,,";
     writeRow(text);
     return;
   }

@@ -22,6 +22,9 @@ struct LayerRecord {
   std::string name;
   double balance = 1.0, expertBalance = 1.0;
   int64_t dropped = 0;
+  /// Bytes the layer's all-to-alls moved between ranks this step (the
+  /// dispatch and combine, forward and backward), summed over the ranks.
+  int64_t allToAllBytes = 0;
 };
 
 struct StepRecord {

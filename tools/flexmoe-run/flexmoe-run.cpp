@@ -620,8 +620,13 @@ StatusOr<int> Trainer::run() {
     record.elapsedSeconds = elapsedBefore_ + seconds(Clock::now() - start_);
     for (size_t l = 0; l < executor_->numMoeLayers(); ++l) {
       const executor::LayerStats &stats = executor_->layerStats(l);
+      // Four exchanges a step (dispatch and combine, forward and backward)
+      // move the plan's cross-device rows each.
+      int64_t a2aBytes = 4 * executor_->dispatchPlan(l).crossDeviceRows *
+                         executor_->allToAllRowBytes(l);
       record.layers.push_back({layerNames[l], stats.balanceRatio,
-                               stats.expertBalance, stats.droppedTokens});
+                               stats.expertBalance, stats.droppedTokens,
+                               a2aBytes});
     }
     sink_.logStep(record,
                   (step - firstStep) % o_.logEvery == 0 || step == o_.steps);
