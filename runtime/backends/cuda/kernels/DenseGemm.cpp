@@ -1,0 +1,140 @@
+//===- DenseGemm.cpp - row-major fp32 GEMMs through cuBLASLt --------------===//
+//
+// cuBLASLt is column-major; a row-major C = op(A)·op(B) is the column-major
+// Cᵀ = op(B)ᵀ·op(A)ᵀ, so the operands swap and no data moves. The bias
+// epilogue adds one value per row of the column-major Cᵀ, i.e. per column
+// of the row-major C: the Linear bias.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/backends/cuda/kernels/DenseKernels.h"
+
+#include <memory>
+
+namespace flexmoe::cuda {
+
+namespace {
+
+template <typename Handle, cublasStatus_t (*Destroy)(Handle)> struct LtHandle {
+  Handle handle = nullptr;
+  ~LtHandle() {
+    if (handle)
+      Destroy(handle);
+  }
+};
+using MatmulDesc = LtHandle<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy>;
+using Layout = LtHandle<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>;
+using Preference =
+    LtHandle<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy>;
+
+#define FLEXMOE_LT(call, what)                                                 \
+  if (Status s = cublasStatus(call, what); !s.isOk())                          \
+    return s;
+
+/// A column-major rows × cols layout with leading dimension ld, batched.
+Status makeLayout(Layout &layout, int64_t rows, int64_t cols, int64_t ld,
+                  int64_t batch, int64_t stride) {
+  FLEXMOE_LT(
+      cublasLtMatrixLayoutCreate(&layout.handle, CUDA_R_32F, rows, cols, ld),
+      "cublasLtMatrixLayoutCreate");
+  if (batch > 1) {
+    int32_t count = static_cast<int32_t>(batch);
+    FLEXMOE_LT(cublasLtMatrixLayoutSetAttribute(
+                   layout.handle, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                   sizeof(count)),
+               "cublasLtMatrixLayoutSetAttribute (batch count)");
+    FLEXMOE_LT(cublasLtMatrixLayoutSetAttribute(
+                   layout.handle, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                   &stride, sizeof(stride)),
+               "cublasLtMatrixLayoutSetAttribute (batch stride)");
+  }
+  return Status::ok();
+}
+
+} // namespace
+
+Status gemm(const GemmShape &shape, const float *a, const float *b,
+            const float *bias, float *c, LaunchContext &context) {
+  if (shape.m == 0 || shape.n == 0 || shape.batch == 0)
+    return Status::ok();
+  if (shape.k == 0) {
+    // An empty sum: zeros, then the bias.
+    if (shape.ldc != shape.n)
+      return Status::error("gemm with k = 0 needs a dense output");
+    if (Status s = fillKernel(c, shape.batch * shape.m * shape.n, 0.0f,
+                              context.stream);
+        !s.isOk() || !bias)
+      return s;
+    return Status::error("gemm with k = 0 and a bias is not supported");
+  }
+  // Column-major view: C'(n × m) = op'(B)(n × k) · op'(A)(k × m).
+  MatmulDesc desc;
+  FLEXMOE_LT(
+      cublasLtMatmulDescCreate(&desc.handle, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+      "cublasLtMatmulDescCreate");
+  cublasOperation_t opA = shape.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t opB = shape.transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+  FLEXMOE_LT(cublasLtMatmulDescSetAttribute(
+                 desc.handle, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)),
+             "cublasLtMatmulDescSetAttribute (transa)");
+  FLEXMOE_LT(cublasLtMatmulDescSetAttribute(
+                 desc.handle, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)),
+             "cublasLtMatmulDescSetAttribute (transb)");
+  if (bias) {
+    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    FLEXMOE_LT(cublasLtMatmulDescSetAttribute(desc.handle,
+                                              CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                              &epilogue, sizeof(epilogue)),
+               "cublasLtMatmulDescSetAttribute (epilogue)");
+    FLEXMOE_LT(cublasLtMatmulDescSetAttribute(desc.handle,
+                                              CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                              &bias, sizeof(bias)),
+               "cublasLtMatmulDescSetAttribute (bias)");
+  }
+  // The stored (column-major) shapes of the swapped operands.
+  Layout layoutB, layoutA, layoutC;
+  if (Status s = makeLayout(layoutB, shape.transB ? shape.k : shape.n,
+                            shape.transB ? shape.n : shape.k, shape.ldb,
+                            shape.batch, shape.strideB);
+      !s.isOk())
+    return s;
+  if (Status s = makeLayout(layoutA, shape.transA ? shape.m : shape.k,
+                            shape.transA ? shape.k : shape.m, shape.lda,
+                            shape.batch, shape.strideA);
+      !s.isOk())
+    return s;
+  if (Status s = makeLayout(layoutC, shape.n, shape.m, shape.ldc, shape.batch,
+                            shape.strideC);
+      !s.isOk())
+    return s;
+
+  Preference preference;
+  FLEXMOE_LT(cublasLtMatmulPreferenceCreate(&preference.handle),
+             "cublasLtMatmulPreferenceCreate");
+  size_t workspace = context.workspaceBytes;
+  FLEXMOE_LT(cublasLtMatmulPreferenceSetAttribute(
+                 preference.handle, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                 &workspace, sizeof(workspace)),
+             "cublasLtMatmulPreferenceSetAttribute (workspace)");
+  cublasLtMatmulHeuristicResult_t result = {};
+  int found = 0;
+  FLEXMOE_LT(cublasLtMatmulAlgoGetHeuristic(
+                 context.lt, desc.handle, layoutB.handle, layoutA.handle,
+                 layoutC.handle, layoutC.handle, preference.handle, 1, &result,
+                 &found),
+             "cublasLtMatmulAlgoGetHeuristic");
+  if (found == 0)
+    return errorf("cuBLASLt has no algorithm for a ", shape.m, "x", shape.k,
+                  " by ", shape.k, "x", shape.n, " fp32 matmul");
+  const float alpha = 1.0f, beta = 0.0f;
+  FLEXMOE_LT(cublasLtMatmul(context.lt, desc.handle, &alpha, b, layoutB.handle,
+                            a, layoutA.handle, &beta, c, layoutC.handle, c,
+                            layoutC.handle, &result.algo, context.workspace,
+                            context.workspaceBytes, context.stream),
+             "cublasLtMatmul");
+  return Status::ok();
+}
+
+#undef FLEXMOE_LT
+
+} // namespace flexmoe::cuda
