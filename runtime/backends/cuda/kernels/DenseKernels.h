@@ -89,8 +89,9 @@ Status crossEntropyGradKernel(const float *logits, const int32_t *labels,
                               const float *dloss, float *dlogits,
                               LaunchContext &context);
 
-// GEMMs through cuBLASLt (DenseGemm.cpp), row-major like the CPU's gemm:
-// out[b] = op(a[b]) · op(b[b]) (+ bias per column), fp32 throughout.
+// GEMMs through cuBLASLt (runtime/backends/cuda/DenseGemm.cpp), row-major like
+// the CPU's gemm: out[b] = op(a[b]) · op(b[b]) (+ bias per column), fp32
+// throughout.
 struct GemmShape {
   bool transA = false, transB = false;
   int64_t m = 0, n = 0, k = 0;
