@@ -417,9 +417,26 @@ Status flexmoe::cuda::launchDense(const KernelCall &call,
                          stream);
   }
   case fb::OpCode::Attention:
-    return Status::error("no CUDA kernel yet for nn.attention");
-  case fb::OpCode::AttentionGrad:
-    return Status::error("no CUDA kernel yet for nn.attention_grad");
+  case fb::OpCode::AttentionGrad: {
+    FLEXMOE_ATTRS(AttentionAttrs);
+    if (in[0].shape.size() != 3)
+      return Status::error("attention operands must be [B, S, D]");
+    AttentionConfig config;
+    config.batch = in[0].shape[0];
+    config.seq = in[0].shape[1];
+    config.dim = in[0].shape[2];
+    config.numHeads = attrs->num_heads();
+    config.causal = attrs->causal();
+    config.window = attrs->window();
+    if (ins->opcode() == fb::OpCode::Attention)
+      return attentionKernel(in[0].as<float>(), in[1].as<float>(),
+                             in[2].as<float>(), config, out[0].as<float>(),
+                             stream);
+    return attentionGradKernel(in[0].as<float>(), in[1].as<float>(),
+                               in[2].as<float>(), in[3].as<float>(), config,
+                               out[0].as<float>(), out[1].as<float>(),
+                               out[2].as<float>(), context);
+  }
   default:
     break;
   }

@@ -89,6 +89,24 @@ Status crossEntropyGradKernel(const float *logits, const int32_t *labels,
                               const float *dloss, float *dlogits,
                               LaunchContext &context);
 
+// Attention (DenseAttention.cu): q, k, v, out of [batch, seq, dim], heads
+// split along dim; scale 1/sqrt(dim / numHeads); the CPU's causal and window
+// visibility. Sequences are limited by the kernels' shared memory.
+struct AttentionConfig {
+  int64_t batch = 1, seq = 1, dim = 1;
+  int64_t numHeads = 1;
+  bool causal = false;
+  int64_t window = 0;
+};
+Status attentionKernel(const float *q, const float *k, const float *v,
+                       const AttentionConfig &config, float *out,
+                       cudaStream_t stream);
+/// Deterministic: every row of dq, dk and dv is summed by one block.
+Status attentionGradKernel(const float *q, const float *k, const float *v,
+                           const float *dy, const AttentionConfig &config,
+                           float *dq, float *dk, float *dv,
+                           LaunchContext &context);
+
 // GEMMs through cuBLASLt (runtime/backends/cuda/DenseGemm.cpp), row-major like
 // the CPU's gemm: out[b] = op(a[b]) · op(b[b]) (+ bias per column), fp32
 // throughout.
