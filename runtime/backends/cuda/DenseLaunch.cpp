@@ -245,6 +245,10 @@ Status flexmoe::cuda::launchDense(const KernelCall &call,
                            out[0].as<float>(), stream);
   case fb::OpCode::EmbeddingGrad: {
     FLEXMOE_ATTRS(EmbeddingGradAttrs);
+    if (out[0].numElements() != attrs->vocab_size() * dimFromEnd(out[0], 1))
+      return errorf("the gradient table has ", out[0].numElements(),
+                    " elements, not vocab_size ", attrs->vocab_size(), " x ",
+                    dimFromEnd(out[0], 1));
     return embeddingGradKernel(in[0].as<int32_t>(), in[0].numElements(),
                                in[1].as<float>(), attrs->vocab_size(),
                                dimFromEnd(out[0], 1), out[0].as<float>(),

@@ -196,12 +196,13 @@ Status checkConfig(const AttentionConfig &config, int64_t sharedRows,
   if (config.window < 0)
     return errorf("attention window ", config.window, " is negative");
   sharedBytes = static_cast<size_t>(sharedRows * config.seq) * sizeof(float);
-  // The default shared-memory limit of a block.
-  if (sharedBytes > 48 * 1024)
+  // The default 48 KiB of a block, less room for the reductions' own.
+  constexpr size_t kSharedLimit = 47 * 1024;
+  if (sharedBytes > kSharedLimit)
     return errorf("attention over ", config.seq,
                   " positions exceeds the CUDA kernel's shared memory (at "
                   "most ",
-                  48 * 1024 / (4 * sharedRows), ")");
+                  kSharedLimit / (sizeof(float) * sharedRows), ")");
   shape = {config.batch,
            config.seq,
            config.dim,
