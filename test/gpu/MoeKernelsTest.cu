@@ -42,17 +42,16 @@ TEST_P(MoeGateTest, ForwardAndBackwardMatchCpu) {
         logitBias = bias;
       std::vector<float> probs(T * E), combine(T * K);
       std::vector<int32_t> ids(T * K), counts(E);
-      FLEXMOE_STATUS_OK(cpu::moeGate<float>(x.data(), w.data(), T, D, E, K,
-                                            probs.data(), ids.data(),
-                                            combine.data(), counts.data(),
-                                            logitBias));
+      FLEXMOE_STATUS_OK(cpu::moeGate<float>(
+          x.data(), w.data(), T, D, E, K, probs.data(), ids.data(),
+          combine.data(), counts.data(), logitBias));
       TestScratch scratch;
       DeviceBuffer<float> dx(x), dw(w), dProbs(T * E), dCombine(T * K);
       DeviceBuffer<int32_t> dIds(T * K), dCounts(E);
-      FLEXMOE_STATUS_OK(gpu::moeGate(
-          dx.get(), dw.get(), T, D, E, K, dProbs.get(), dIds.get(),
-          dCombine.get(), dCounts.get(), logitBias, deterministic, nullptr,
-          scratch.fn()));
+      FLEXMOE_STATUS_OK(gpu::moeGate(dx.get(), dw.get(), T, D, E, K,
+                                     dProbs.get(), dIds.get(), dCombine.get(),
+                                     dCounts.get(), logitBias, deterministic,
+                                     nullptr, scratch.fn()));
       expectNear(dProbs.download(), probs, kRtol, 1e-6, "probs");
       expectEqual(dIds.download(), ids, "expert ids");
       expectNear(dCombine.download(), combine, kRtol, 1e-6, "combine weights");
@@ -68,10 +67,10 @@ TEST_P(MoeGateTest, ForwardAndBackwardMatchCpu) {
       DeviceBuffer<float> dProbsIn(probs), dGradCombine(gradCombine),
           dGradProbs(gradProbs), dGx(T * D), dGw(D * E);
       DeviceBuffer<int32_t> dIdsIn(ids);
-      FLEXMOE_STATUS_OK(gpu::moeGateGrad(
-          dx.get(), dw.get(), dProbsIn.get(), dIdsIn.get(), dGradCombine.get(),
-          dGradProbs.get(), T, D, E, K, dGx.get(), dGw.get(), nullptr,
-          scratch.fn()));
+      FLEXMOE_STATUS_OK(
+          gpu::moeGateGrad(dx.get(), dw.get(), dProbsIn.get(), dIdsIn.get(),
+                           dGradCombine.get(), dGradProbs.get(), T, D, E, K,
+                           dGx.get(), dGw.get(), nullptr, scratch.fn()));
       expectNear(dGx.download(), gx, 1e-3, 1e-5, "dx");
       expectNear(dGw.download(), gw, 1e-3, 1e-5, "dGateWeight");
     }
@@ -86,16 +85,16 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MoeGateTest,
 TEST(MoeGateErrors, ShapeAndBiasErrorsNameTheOp) {
   // Host-side checks: no device needed, nothing is enqueued.
   TestScratch scratch;
-  Status topK = gpu::moeGate(nullptr, nullptr, 4, 4, 3, 4, nullptr, nullptr,
-                             nullptr, nullptr, {}, false, nullptr,
-                             scratch.fn());
+  Status topK =
+      gpu::moeGate(nullptr, nullptr, 4, 4, 3, 4, nullptr, nullptr, nullptr,
+                   nullptr, {}, false, nullptr, scratch.fn());
   ASSERT_FALSE(topK.isOk());
   EXPECT_NE(topK.message().find("moe.gate: top_k is 4"), std::string::npos)
       << topK.message();
   const std::vector<float> bias = {0.0f, NAN, 1.0f};
-  Status nan = gpu::moeGate(nullptr, nullptr, 4, 4, 3, 1, nullptr, nullptr,
-                            nullptr, nullptr, bias, false, nullptr,
-                            scratch.fn());
+  Status nan =
+      gpu::moeGate(nullptr, nullptr, 4, 4, 3, 1, nullptr, nullptr, nullptr,
+                   nullptr, bias, false, nullptr, scratch.fn());
   ASSERT_FALSE(nan.isOk());
   EXPECT_NE(nan.message().find("logit bias of expert 1"), std::string::npos)
       << nan.message();
@@ -113,8 +112,8 @@ TEST(MoeAuxLossTest, ForwardAndBackwardMatchCpu) {
         randomExpertIds(s.T, s.K, {0, 2, 3, 5, 6, 7}, 8);
     const double coef = 0.01;
     float loss = 0;
-    FLEXMOE_STATUS_OK(cpu::moeAuxLoss<float>(probs.data(), ids.data(), s.T,
-                                             s.E, s.K, coef, &loss));
+    FLEXMOE_STATUS_OK(cpu::moeAuxLoss<float>(probs.data(), ids.data(), s.T, s.E,
+                                             s.K, coef, &loss));
     TestScratch scratch;
     DeviceBuffer<float> dProbs(probs), dLoss(1);
     DeviceBuffer<int32_t> dIds(ids);
@@ -128,9 +127,9 @@ TEST(MoeAuxLossTest, ForwardAndBackwardMatchCpu) {
     FLEXMOE_STATUS_OK(cpu::moeAuxLossGrad<float>(
         probs.data(), ids.data(), seed, s.T, s.E, s.K, coef, grad.data()));
     DeviceBuffer<float> dSeed(std::vector<float>{seed}), dGrad(s.T * s.E);
-    FLEXMOE_STATUS_OK(gpu::moeAuxLossGrad(dProbs.get(), dIds.get(),
-                                          dSeed.get(), s.T, s.E, s.K, coef,
-                                          dGrad.get(), nullptr, scratch.fn()));
+    FLEXMOE_STATUS_OK(gpu::moeAuxLossGrad(dProbs.get(), dIds.get(), dSeed.get(),
+                                          s.T, s.E, s.K, coef, dGrad.get(),
+                                          nullptr, scratch.fn()));
     expectNear(dGrad.download(), grad, 1e-6, 0, "dProbs");
   }
 }
@@ -157,9 +156,9 @@ TEST_P(MoeRouteTest, DispatchAndCombineMatchCpu) {
   std::vector<float> routed(N * D);
   std::vector<int32_t> positions(T * K), counts(E);
   int64_t dropped = 0;
-  FLEXMOE_STATUS_OK(cpu::moeDispatch<float>(
-      x.data(), ids.data(), T, D, E, K, C, routed.data(), positions.data(),
-      counts.data(), &dropped));
+  FLEXMOE_STATUS_OK(cpu::moeDispatch<float>(x.data(), ids.data(), T, D, E, K, C,
+                                            routed.data(), positions.data(),
+                                            counts.data(), &dropped));
   TestScratch scratch;
   DeviceBuffer<float> dx(x), dRouted(N * D);
   DeviceBuffer<int32_t> dIds(ids), dPositions(T * K), dCounts(E);
@@ -187,12 +186,12 @@ TEST_P(MoeRouteTest, DispatchAndCombineMatchCpu) {
   const std::vector<float> gy = randomValues(T * D, 15);
   std::vector<float> gOut(N * D), gWeights(T * K);
   FLEXMOE_STATUS_OK(cpu::moeCombineGrad<float>(
-      expertOut.data(), positions.data(), weights.data(), gy.data(), N, T, D,
-      K, gOut.data(), gWeights.data()));
+      expertOut.data(), positions.data(), weights.data(), gy.data(), N, T, D, K,
+      gOut.data(), gWeights.data()));
   DeviceBuffer<float> dGy(gy), dGOut(N * D), dGWeights(T * K);
-  FLEXMOE_STATUS_OK(gpu::moeCombineGrad(
-      dOut.get(), dPositions.get(), dWeights.get(), dGy.get(), N, T, D, K,
-      dGOut.get(), dGWeights.get(), nullptr));
+  FLEXMOE_STATUS_OK(gpu::moeCombineGrad(dOut.get(), dPositions.get(),
+                                        dWeights.get(), dGy.get(), N, T, D, K,
+                                        dGOut.get(), dGWeights.get(), nullptr));
   expectNear(dGOut.download(), gOut, kRtol, kAtol, "dExpertOut");
   expectNear(dGWeights.download(), gWeights, 1e-4, 1e-5, "dCombineWeights");
 
@@ -200,19 +199,19 @@ TEST_P(MoeRouteTest, DispatchAndCombineMatchCpu) {
   FLEXMOE_STATUS_OK(cpu::moeDispatchGrad<float>(gOut.data(), positions.data(),
                                                 N, T, D, K, gx.data()));
   DeviceBuffer<float> dGx(T * D);
-  FLEXMOE_STATUS_OK(gpu::moeDispatchGrad(dGOut.get(), dPositions.get(), N, T,
-                                         D, K, dGx.get(), nullptr));
+  FLEXMOE_STATUS_OK(gpu::moeDispatchGrad(dGOut.get(), dPositions.get(), N, T, D,
+                                         K, dGx.get(), nullptr));
   expectNear(dGx.download(), gx, kRtol, kAtol, "dispatch dx");
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, MoeRouteTest,
-    ::testing::Values(RouteShape{37, 16, 8, 2, 0}, RouteShape{37, 16, 8, 2, 5},
-                      RouteShape{300, 9, 6, 1, 0},
-                      RouteShape{300, 9, 6, 1, 40},
-                      RouteShape{700, 130, 16, 4, 0},
-                      RouteShape{700, 130, 16, 4, 200},
-                      RouteShape{0, 8, 4, 2, 3}));
+INSTANTIATE_TEST_SUITE_P(Shapes, MoeRouteTest,
+                         ::testing::Values(RouteShape{37, 16, 8, 2, 0},
+                                           RouteShape{37, 16, 8, 2, 5},
+                                           RouteShape{300, 9, 6, 1, 0},
+                                           RouteShape{300, 9, 6, 1, 40},
+                                           RouteShape{700, 130, 16, 4, 0},
+                                           RouteShape{700, 130, 16, 4, 200},
+                                           RouteShape{0, 8, 4, 2, 3}));
 
 struct ExpertsShape {
   std::vector<int32_t> counts;
@@ -261,8 +260,7 @@ TEST_P(MoeExpertsTest, ForwardAndBackwardMatchCpu) {
     FLEXMOE_STATUS_OK(gpu::moeExpertsGrad(
         dRouted.get(), dCounts.get(), dW1.get(), dB1.get(), dW2.get(),
         dB2.get(), dDy.get(), N, D, H, G, s.capacity, gpuAct, dGx.get(),
-        dGw1.get(), dGb1.get(), dGw2.get(), dGb2.get(), nullptr,
-        scratch.fn()));
+        dGw1.get(), dGb1.get(), dGw2.get(), dGb2.get(), nullptr, scratch.fn()));
     expectNear(dGx.download(), gx, 1e-3, 1e-4, "dRouted");
     expectNear(dGw1.download(), gw1, 1e-3, 1e-4, "dw1");
     expectNear(dGb1.download(), gb1, 1e-3, 1e-4, "db1");

@@ -1,4 +1,5 @@
-//===- MoeTestUtil.h - helpers of the CUDA moe kernel tests ------*- C++ -*-===//
+//===- MoeTestUtil.h - helpers of the CUDA moe kernel tests ------*- C++
+//-*-===//
 //
 // Self-contained (no dependency on the dense tests' harness): skip without a
 // GPU, device buffers, a scratch allocator like the LaunchContext's, seeded
@@ -24,8 +25,7 @@ namespace flexmoe::cuda::test {
 #define FLEXMOE_SKIP_WITHOUT_GPU()                                             \
   do {                                                                         \
     int deviceCount_ = 0;                                                      \
-    if (cudaGetDeviceCount(&deviceCount_) != cudaSuccess ||                    \
-        deviceCount_ == 0)                                                     \
+    if (cudaGetDeviceCount(&deviceCount_) != cudaSuccess || deviceCount_ == 0) \
       GTEST_SKIP() << "no CUDA device";                                        \
   } while (false)
 

@@ -146,10 +146,10 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
     else
       FLEXMOE_RETURN_IF_ERROR(
           checkOperands(op, "inputs", in, {2, 1, 3, 2, 3, 2, 2}));
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(
-        op, "outputs", out,
-        forward ? std::initializer_list<int>{2}
-                : std::initializer_list<int>{2, 3, 2, 3, 2}));
+    FLEXMOE_RETURN_IF_ERROR(
+        checkOperands(op, "outputs", out,
+                      forward ? std::initializer_list<int>{2}
+                              : std::initializer_list<int>{2, 3, 2, 3, 2}));
     const MoeAct activation = attrs->activation() == fb::Activation::Relu
                                   ? MoeAct::Relu
                                   : MoeAct::Gelu;

@@ -91,8 +91,7 @@ __global__ void positionsKernel(const int32_t *ids, int64_t n,
     rank += chunk;
   }
   if (threadIdx.x == 0) {
-    const int64_t kept =
-        capacity != 0 && rank > capacity ? capacity : rank;
+    const int64_t kept = capacity != 0 && rank > capacity ? capacity : rank;
     counts[e] = static_cast<int32_t>(kept);
     if (numDropped && rank > kept)
       atomicAdd(numDropped, static_cast<unsigned long long>(rank - kept));
@@ -109,9 +108,8 @@ __global__ void invalidIdsKernel(const int32_t *ids, int64_t n, int E,
 }
 
 /// Block i: copy i's token row to its routed row.
-__global__ void copyRowsKernel(const float *x, const int32_t *positions,
-                               int K, int64_t D, int64_t numRows,
-                               float *routed) {
+__global__ void copyRowsKernel(const float *x, const int32_t *positions, int K,
+                               int64_t D, int64_t numRows, float *routed) {
   const int64_t i = blockIdx.x;
   const int32_t p = positions[i];
   if (p < 0 || p >= numRows)
@@ -220,8 +218,8 @@ Status moeDispatch(const float *x, const int32_t *expertIds, int64_t numTokens,
   if (!demandOr)
     return demandOr.status();
   if (numDropped)
-    FLEXMOE_RETURN_IF_ERROR(opStatus(
-        op, cudaMemsetAsync(numDropped, 0, sizeof(int64_t), stream)));
+    FLEXMOE_RETURN_IF_ERROR(
+        opStatus(op, cudaMemsetAsync(numDropped, 0, sizeof(int64_t), stream)));
   if (capacity == 0) {
     demandKernel<<<E, kBlock, 0, stream>>>(expertIds, n, *demandOr);
     FLEXMOE_RETURN_IF_ERROR(opStatus(op, cudaGetLastError()));
@@ -242,8 +240,8 @@ Status moeDispatch(const float *x, const int32_t *expertIds, int64_t numTokens,
   }
   // Capacity padding is zero so that moe.experts reads defined values.
   if (capacity != 0 && D > 0) {
-    zeroPaddingKernel<<<numRows, kRowThreads, 0, stream>>>(counts, capacity,
-                                                           D, routed);
+    zeroPaddingKernel<<<numRows, kRowThreads, 0, stream>>>(counts, capacity, D,
+                                                           routed);
     FLEXMOE_RETURN_IF_ERROR(opStatus(op, cudaGetLastError()));
   }
   return Status::ok();
@@ -294,8 +292,8 @@ Status moeCombineGrad(const float *expertOut, const int32_t *positions,
   if (numTokens == 0)
     return Status::ok();
   combineGradKernel<<<numTokens * topK, kRowThreads, 0, stream>>>(
-      expertOut, positions, combineWeights, dy, numRows,
-      static_cast<int>(topK), modelDim, dExpertOut, dCombineWeights);
+      expertOut, positions, combineWeights, dy, numRows, static_cast<int>(topK),
+      modelDim, dExpertOut, dCombineWeights);
   return opStatus(op, cudaGetLastError());
 }
 

@@ -51,9 +51,8 @@ __global__ void layoutKernel(const int32_t *counts, int64_t numGroups,
 }
 
 /// Zeroes the rows of rows[numRows, width] that belong to no group.
-__global__ void zeroOutsideKernel(Layout l, int64_t numGroups,
-                                  int64_t capacity, int64_t width,
-                                  float *rows) {
+__global__ void zeroOutsideKernel(Layout l, int64_t numGroups, int64_t capacity,
+                                  int64_t width, float *rows) {
   const int64_t r = blockIdx.x;
   bool inGroup;
   if (capacity != 0) {
@@ -70,9 +69,8 @@ __global__ void zeroOutsideKernel(Layout l, int64_t numGroups,
 
 /// out[g][c] = Σ_r data[row r of group g][c] in row order (0 for an empty
 /// group): deterministic.
-__global__ void groupColumnSumsKernel(Layout l, const float *data,
-                                      bool packed, int64_t width,
-                                      float *out) {
+__global__ void groupColumnSumsKernel(Layout l, const float *data, bool packed,
+                                      int64_t width, float *out) {
   const int64_t g = blockIdx.y;
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= width)
@@ -91,10 +89,10 @@ struct Prepared {
 };
 
 StatusOr<Prepared> prepare(const char *op, const int32_t *counts,
-                           int64_t numRows, int64_t modelDim,
-                           int64_t hiddenDim, int64_t numGroups,
-                           int64_t capacity, MoeAct activation,
-                           cudaStream_t stream, const MoeScratch &scratch) {
+                           int64_t numRows, int64_t modelDim, int64_t hiddenDim,
+                           int64_t numGroups, int64_t capacity,
+                           MoeAct activation, cudaStream_t stream,
+                           const MoeScratch &scratch) {
   FLEXMOE_RETURN_IF_ERROR(checkNonNegative(op, "row count", numRows));
   FLEXMOE_RETURN_IF_ERROR(checkNonNegative(op, "model dim", modelDim));
   FLEXMOE_RETURN_IF_ERROR(checkNonNegative(op, "hidden dim", hiddenDim));
@@ -110,7 +108,8 @@ StatusOr<Prepared> prepare(const char *op, const int32_t *counts,
     return errorf(op, ": ", numRows, " rows in ", numGroups,
                   " groups exceed the CUDA kernels' limits (2^31 - 1 rows, "
                   "65535 groups)");
-  StatusOr<int32_t *> memory = scratchOf<int32_t>(scratch, op, 4 * numGroups + 2);
+  StatusOr<int32_t *> memory =
+      scratchOf<int32_t>(scratch, op, 4 * numGroups + 2);
   if (!memory)
     return memory.status();
   Prepared prepared;
@@ -143,9 +142,9 @@ GroupedGemm rowsGemm(const Prepared &p, int64_t numGroups, int64_t numRows,
 
 /// The first layer: preact (or hidden) = routed·w1 + b1, act fused.
 Status firstLayer(const char *op, const Prepared &p, const float *routed,
-                  const float *w1, const float *b1, int64_t numRows,
-                  int64_t D, int64_t H, int64_t G, MoeAct activation,
-                  float *out, float *activated, cudaStream_t stream) {
+                  const float *w1, const float *b1, int64_t numRows, int64_t D,
+                  int64_t H, int64_t G, MoeAct activation, float *out,
+                  float *activated, cudaStream_t stream) {
   GroupedGemm gemm = rowsGemm(p, G, numRows, H, D);
   gemm.A = routed;
   gemm.lda = D;
@@ -183,8 +182,8 @@ Status moeExperts(const float *routed, const int32_t *counts, const float *w1,
   if (numRows == 0 || D == 0)
     return Status::ok();
   if (G == 0) {
-    return opStatus(op, cudaMemsetAsync(out, 0, numRows * D * sizeof(float),
-                                        stream));
+    return opStatus(
+        op, cudaMemsetAsync(out, 0, numRows * D * sizeof(float), stream));
   }
   // The packed hidden rows are at most numRows (Σ counts ≤ numRows).
   StatusOr<float *> hiddenOr = scratchOf<float>(scratch, op, numRows * H);
@@ -193,8 +192,7 @@ Status moeExperts(const float *routed, const int32_t *counts, const float *w1,
   float *hidden = *hiddenOr;
   FLEXMOE_RETURN_IF_ERROR(firstLayer(op, p, routed, w1, b1, numRows, D, H, G,
                                      activation, hidden, nullptr, stream));
-  zeroOutsideKernel<<<numRows, 128, 0, stream>>>(p.layout, G, capacity, D,
-                                                 out);
+  zeroOutsideKernel<<<numRows, 128, 0, stream>>>(p.layout, G, capacity, D, out);
   FLEXMOE_RETURN_IF_ERROR(opStatus(op, cudaGetLastError()));
   GroupedGemm second = rowsGemm(p, G, numRows, D, H);
   second.A = hidden;
@@ -230,9 +228,9 @@ Status moeExpertsGrad(const float *routed, const int32_t *counts,
   const int64_t D = modelDim, H = hiddenDim, G = numGroups;
   if (numRows > 0 && D > 0) {
     if (G == 0) {
-      FLEXMOE_RETURN_IF_ERROR(opStatus(
-          op, cudaMemsetAsync(dRouted, 0, numRows * D * sizeof(float),
-                              stream)));
+      FLEXMOE_RETURN_IF_ERROR(
+          opStatus(op, cudaMemsetAsync(dRouted, 0, numRows * D * sizeof(float),
+                                       stream)));
     } else {
       zeroOutsideKernel<<<numRows, 128, 0, stream>>>(p.layout, G, capacity, D,
                                                      dRouted);

@@ -128,9 +128,9 @@ __global__ void expertSumsKernel(const int32_t *ids, int64_t n,
 }
 
 /// loss = coef · E · Σ_e f_e · P_e, summed in expert order.
-__global__ void auxLossFinalKernel(const double *copies,
-                                   const double *probSums, int64_t numTokens,
-                                   int E, int K, double coef, float *loss) {
+__global__ void auxLossFinalKernel(const double *copies, const double *probSums,
+                                   int64_t numTokens, int E, int K, double coef,
+                                   float *loss) {
   double total = 0.0;
   for (int e = 0; e < E; ++e) {
     const double f = copies[e] / static_cast<double>(numTokens * K);
@@ -221,11 +221,10 @@ Status checkAuxShape(const char *op, int64_t numTokens, int64_t numExperts,
 } // namespace
 
 Status moeGate(const float *x, const float *gateWeight, int64_t numTokens,
-               int64_t modelDim, int64_t numExperts, int64_t topK,
-               float *probs, int32_t *expertIds, float *combineWeights,
-               int32_t *counts, std::span<const float> logitBias,
-               bool deterministic, cudaStream_t stream,
-               const MoeScratch &scratch) {
+               int64_t modelDim, int64_t numExperts, int64_t topK, float *probs,
+               int32_t *expertIds, float *combineWeights, int32_t *counts,
+               std::span<const float> logitBias, bool deterministic,
+               cudaStream_t stream, const MoeScratch &scratch) {
   const char *op = "moe.gate";
   FLEXMOE_RETURN_IF_ERROR(
       checkGateShape(op, numTokens, modelDim, numExperts, topK));
@@ -237,16 +236,16 @@ Status moeGate(const float *x, const float *gateWeight, int64_t numTokens,
                     " values for ", E, " experts");
     for (size_t e = 0; e < logitBias.size(); ++e)
       if (!std::isfinite(logitBias[e]))
-        return errorf(op, ": the logit bias of expert ", e,
-                      " is not finite (", logitBias[e], ")");
+        return errorf(op, ": the logit bias of expert ", e, " is not finite (",
+                      logitBias[e], ")");
     StatusOr<float *> biasOr = scratchOf<float>(scratch, op, E);
     if (!biasOr)
       return biasOr.status();
     bias = *biasOr;
     // The bias is host memory of the call: staged now, in stream order.
-    FLEXMOE_RETURN_IF_ERROR(opStatus(
-        op, cudaMemcpyAsync(bias, logitBias.data(), E * sizeof(float),
-                            cudaMemcpyHostToDevice, stream)));
+    FLEXMOE_RETURN_IF_ERROR(
+        opStatus(op, cudaMemcpyAsync(bias, logitBias.data(), E * sizeof(float),
+                                     cudaMemcpyHostToDevice, stream)));
   }
   GroupedGemm gemm;
   gemm.M = numTokens;
@@ -262,8 +261,8 @@ Status moeGate(const float *x, const float *gateWeight, int64_t numTokens,
       opStatus(op, detail::launchGroupedGemm(gemm, 0, stream)));
   int32_t *atomicCounts = nullptr;
   if (counts && !deterministic) {
-    FLEXMOE_RETURN_IF_ERROR(opStatus(
-        op, cudaMemsetAsync(counts, 0, E * sizeof(int32_t), stream)));
+    FLEXMOE_RETURN_IF_ERROR(
+        opStatus(op, cudaMemsetAsync(counts, 0, E * sizeof(int32_t), stream)));
     atomicCounts = counts;
   }
   if (numTokens > 0) {
@@ -274,8 +273,8 @@ Status moeGate(const float *x, const float *gateWeight, int64_t numTokens,
   }
   if (counts && deterministic) {
     expertSumsKernel<<<E, kBlock, 0, stream>>>(expertIds, numTokens * K,
-                                                nullptr, 0, static_cast<int>(E),
-                                                counts, nullptr, nullptr);
+                                               nullptr, 0, static_cast<int>(E),
+                                               counts, nullptr, nullptr);
     FLEXMOE_RETURN_IF_ERROR(opStatus(op, cudaGetLastError()));
   }
   return Status::ok();
@@ -341,9 +340,9 @@ Status moeAuxLoss(const float *probs, const int32_t *expertIds,
   if (!sumsOr)
     return sumsOr.status();
   double *copies = *sumsOr, *probSums = *sumsOr + E;
-  expertSumsKernel<<<E, kBlock, 0, stream>>>(
-      expertIds, numTokens * topK, probs, numTokens, static_cast<int>(E),
-      nullptr, copies, probSums);
+  expertSumsKernel<<<E, kBlock, 0, stream>>>(expertIds, numTokens * topK, probs,
+                                             numTokens, static_cast<int>(E),
+                                             nullptr, copies, probSums);
   FLEXMOE_RETURN_IF_ERROR(opStatus(op, cudaGetLastError()));
   auxLossFinalKernel<<<1, 1, 0, stream>>>(copies, probSums, numTokens,
                                           static_cast<int>(E),
@@ -352,23 +351,22 @@ Status moeAuxLoss(const float *probs, const int32_t *expertIds,
 }
 
 Status moeAuxLossGrad(const float * /*probs*/, const int32_t *expertIds,
-                      const float *dLoss, int64_t numTokens,
-                      int64_t numExperts, int64_t topK, double coef,
-                      float *dProbs, cudaStream_t stream,
-                      const MoeScratch &scratch) {
+                      const float *dLoss, int64_t numTokens, int64_t numExperts,
+                      int64_t topK, double coef, float *dProbs,
+                      cudaStream_t stream, const MoeScratch &scratch) {
   const char *op = "moe.aux_loss_grad";
   FLEXMOE_RETURN_IF_ERROR(checkAuxShape(op, numTokens, numExperts, topK));
   const int64_t E = numExperts;
   StatusOr<double *> copiesOr = scratchOf<double>(scratch, op, E);
   if (!copiesOr)
     return copiesOr.status();
-  expertSumsKernel<<<E, kBlock, 0, stream>>>(
-      expertIds, numTokens * topK, nullptr, 0, static_cast<int>(E), nullptr,
-      *copiesOr, nullptr);
+  expertSumsKernel<<<E, kBlock, 0, stream>>>(expertIds, numTokens * topK,
+                                             nullptr, 0, static_cast<int>(E),
+                                             nullptr, *copiesOr, nullptr);
   FLEXMOE_RETURN_IF_ERROR(opStatus(op, cudaGetLastError()));
   auxLossGradKernel<<<blocksFor(numTokens * E), kBlock, 0, stream>>>(
-      *copiesOr, dLoss, numTokens, static_cast<int>(E),
-      static_cast<int>(topK), coef, dProbs);
+      *copiesOr, dLoss, numTokens, static_cast<int>(E), static_cast<int>(topK),
+      coef, dProbs);
   return opStatus(op, cudaGetLastError());
 }
 

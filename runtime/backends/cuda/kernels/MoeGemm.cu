@@ -79,9 +79,9 @@ __global__ void __launch_bounds__(kThreads)
                    (p.aRowStart ? int64_t(p.aRowStart[g]) * p.aRowScale : 0);
   const float *B = p.B + g * p.bGroupStride +
                    (p.bRowStart ? int64_t(p.bRowStart[g]) * p.bRowScale : 0);
-  const int64_t cOffset = g * p.cGroupStride +
-                          (p.cRowStart ? int64_t(p.cRowStart[g]) * p.cRowScale
-                                       : 0);
+  const int64_t cOffset =
+      g * p.cGroupStride +
+      (p.cRowStart ? int64_t(p.cRowStart[g]) * p.cRowScale : 0);
 
   __shared__ float As[kTileK][kTileM + 4];
   __shared__ float Bs[kTileK][kTileN + 4];

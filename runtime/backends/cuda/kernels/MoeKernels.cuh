@@ -1,4 +1,5 @@
-//===- MoeKernels.cuh - CUDA kernels of the moe ops --------------*- C++ -*-===//
+//===- MoeKernels.cuh - CUDA kernels of the moe ops --------------*- C++
+//-*-===//
 //
 // Host-callable launchers of the moe kernels on the GPU, mirroring the CPU
 // templates of runtime/backends/cpu/kernels/MoeKernels.h for float: same
@@ -41,11 +42,10 @@ enum class MoeAct : int { None = 0, Gelu = 1, Relu = 2 };
 /// `deterministic` the per-expert counts come from a block reduction, else
 /// from integer atomics (both give the same integers).
 Status moeGate(const float *x, const float *gateWeight, int64_t numTokens,
-               int64_t modelDim, int64_t numExperts, int64_t topK,
-               float *probs, int32_t *expertIds, float *combineWeights,
-               int32_t *counts, std::span<const float> logitBias,
-               bool deterministic, cudaStream_t stream,
-               const MoeScratch &scratch);
+               int64_t modelDim, int64_t numExperts, int64_t topK, float *probs,
+               int32_t *expertIds, float *combineWeights, int32_t *counts,
+               std::span<const float> logitBias, bool deterministic,
+               cudaStream_t stream, const MoeScratch &scratch);
 
 /// moe.gate_grad. Needs a [T,E] float scratch buffer.
 Status moeGateGrad(const float *x, const float *gateWeight, const float *probs,
@@ -64,10 +64,9 @@ Status moeAuxLoss(const float *probs, const int32_t *expertIds,
 
 /// moe.aux_loss_grad; dLoss is a device scalar (the op's operand).
 Status moeAuxLossGrad(const float *probs, const int32_t *expertIds,
-                      const float *dLoss, int64_t numTokens,
-                      int64_t numExperts, int64_t topK, double coef,
-                      float *dProbs, cudaStream_t stream,
-                      const MoeScratch &scratch);
+                      const float *dLoss, int64_t numTokens, int64_t numExperts,
+                      int64_t topK, double coef, float *dProbs,
+                      cudaStream_t stream, const MoeScratch &scratch);
 
 /// moe.dispatch: positions and counts computed on the device (per-expert
 /// block scans in (token, choice) order: stable, deterministic).
