@@ -11,6 +11,7 @@
 #include "runtime/backends/cuda/kernels/MoeKernels.cuh"
 
 #include <initializer_list>
+#include <string_view>
 
 namespace flexmoe::cuda {
 
@@ -37,10 +38,11 @@ bool isMoeOpcode(fb::OpCode opcode) {
 
 namespace {
 
-/// The operands' count and each one's rank (-1: any rank).
+/// The operands' count, each one's rank (-1: any rank) and element type
+/// (types[i]: 'f' for f32, 'i' for i32).
 Status checkOperands(const char *op, const char *side,
                      const std::vector<Operand> &operands,
-                     std::initializer_list<int> ranks) {
+                     std::initializer_list<int> ranks, std::string_view types) {
   if (operands.size() != ranks.size())
     return errorf(op, ": ", operands.size(), " ", side, ", expected ",
                   ranks.size());
@@ -50,6 +52,13 @@ Status checkOperands(const char *op, const char *side,
     if (rank >= 0 && static_cast<int>(operand.shape.size()) != rank)
       return errorf(op, ": ", side, " ", i, " ('", operand.name, "') has rank ",
                     operand.shape.size(), ", expected ", rank);
+    const fb::ElementType type =
+        types[i] == 'i' ? fb::ElementType::I32 : fb::ElementType::F32;
+    if (operand.elementType != type)
+      return errorf(op, ": ", side, " ", i, " ('", operand.name, "') is ",
+                    operand.elementType == fb::ElementType::I32 ? "i32" : "f32",
+                    ", expected ",
+                    type == fb::ElementType::I32 ? "i32" : "f32");
     ++i;
   }
   return Status::ok();
@@ -76,8 +85,9 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   case fb::OpCode::Gate: {
     const char *op = "moe.gate";
     FLEXMOE_MOE_ATTRS(GateAttrs, "moe.gate");
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}));
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2, 2, 2}));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}, "ff"));
+    FLEXMOE_RETURN_IF_ERROR(
+        checkOperands(op, "outputs", out, {2, 2, 2}, "fif"));
     return moeGate(in[0].as<float>(), in[1].as<float>(), in[0].shape[0],
                    in[0].shape[1], in[1].shape[1], attrs->top_k(),
                    out[0].as<float>(), out[1].as<int32_t>(), out[2].as<float>(),
@@ -88,8 +98,8 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
     const char *op = "moe.gate_grad";
     FLEXMOE_MOE_ATTRS(GateAttrs, "moe.gate_grad");
     FLEXMOE_RETURN_IF_ERROR(
-        checkOperands(op, "inputs", in, {2, 2, 2, 2, 2, 2}));
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2, 2}));
+        checkOperands(op, "inputs", in, {2, 2, 2, 2, 2, 2}, "fffiff"));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2, 2}, "ff"));
     return moeGateGrad(in[0].as<float>(), in[1].as<float>(), in[2].as<float>(),
                        in[3].as<int32_t>(), in[4].as<float>(),
                        in[5].as<float>(), in[0].shape[0], in[0].shape[1],
@@ -99,8 +109,8 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   case fb::OpCode::AuxLoss: {
     const char *op = "moe.aux_loss";
     FLEXMOE_MOE_ATTRS(AuxLossAttrs, "moe.aux_loss");
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}));
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {-1}));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}, "fi"));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {-1}, "f"));
     return moeAuxLoss(in[0].as<float>(), in[1].as<int32_t>(), in[0].shape[0],
                       in[0].shape[1], in[1].shape[1], attrs->coef(),
                       out[0].as<float>(), stream, scratch);
@@ -108,8 +118,8 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   case fb::OpCode::AuxLossGrad: {
     const char *op = "moe.aux_loss_grad";
     FLEXMOE_MOE_ATTRS(AuxLossAttrs, "moe.aux_loss_grad");
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2, -1}));
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2}));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2, -1}, "fif"));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2}, "f"));
     // dLoss stays on the device: the kernel reads it.
     return moeAuxLossGrad(in[0].as<float>(), in[1].as<int32_t>(),
                           in[2].as<float>(), in[0].shape[0], in[0].shape[1],
@@ -119,8 +129,9 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   case fb::OpCode::Dispatch: {
     const char *op = "moe.dispatch";
     FLEXMOE_MOE_ATTRS(DispatchAttrs, "moe.dispatch");
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}));
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2, 2, 1}));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}, "fi"));
+    FLEXMOE_RETURN_IF_ERROR(
+        checkOperands(op, "outputs", out, {2, 2, 1}, "fii"));
     return moeDispatch(in[0].as<float>(), in[1].as<int32_t>(), in[0].shape[0],
                        in[0].shape[1], attrs->num_experts(), in[1].shape[1],
                        attrs->capacity(), out[0].as<float>(),
@@ -129,8 +140,8 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   }
   case fb::OpCode::DispatchGrad: {
     const char *op = "moe.dispatch_grad";
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}));
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2}));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}, "fi"));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2}, "f"));
     return moeDispatchGrad(in[0].as<float>(), in[1].as<int32_t>(),
                            in[0].shape[0], in[1].shape[0], in[0].shape[1],
                            in[1].shape[1], out[0].as<float>(), stream);
@@ -142,14 +153,15 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
     FLEXMOE_MOE_ATTRS(ExpertsAttrs, "moe.experts");
     if (forward)
       FLEXMOE_RETURN_IF_ERROR(
-          checkOperands(op, "inputs", in, {2, 1, 3, 2, 3, 2}));
+          checkOperands(op, "inputs", in, {2, 1, 3, 2, 3, 2}, "fiffff"));
     else
       FLEXMOE_RETURN_IF_ERROR(
-          checkOperands(op, "inputs", in, {2, 1, 3, 2, 3, 2, 2}));
+          checkOperands(op, "inputs", in, {2, 1, 3, 2, 3, 2, 2}, "fifffff"));
     FLEXMOE_RETURN_IF_ERROR(
         checkOperands(op, "outputs", out,
                       forward ? std::initializer_list<int>{2}
-                              : std::initializer_list<int>{2, 3, 2, 3, 2}));
+                              : std::initializer_list<int>{2, 3, 2, 3, 2},
+                      "fffff"));
     const MoeAct activation = attrs->activation() == fb::Activation::Relu
                                   ? MoeAct::Relu
                                   : MoeAct::Gelu;
@@ -170,16 +182,17 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   }
   case fb::OpCode::Combine: {
     const char *op = "moe.combine";
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2, 2}));
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2}));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2, 2}, "fif"));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2}, "f"));
     return moeCombine(in[0].as<float>(), in[1].as<int32_t>(), in[2].as<float>(),
                       in[0].shape[0], in[1].shape[0], in[0].shape[1],
                       in[1].shape[1], out[0].as<float>(), stream);
   }
   case fb::OpCode::CombineGrad: {
     const char *op = "moe.combine_grad";
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2, 2, 2}));
-    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2, 2}));
+    FLEXMOE_RETURN_IF_ERROR(
+        checkOperands(op, "inputs", in, {2, 2, 2, 2}, "fiff"));
+    FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2, 2}, "ff"));
     return moeCombineGrad(in[0].as<float>(), in[1].as<int32_t>(),
                           in[2].as<float>(), in[3].as<float>(), in[0].shape[0],
                           in[1].shape[0], in[0].shape[1], in[1].shape[1],
