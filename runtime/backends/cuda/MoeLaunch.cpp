@@ -66,10 +66,10 @@ Status checkOperands(const char *op, const char *side,
 
 } // namespace
 
-#define FLEXMOE_MOE_ATTRS(TYPE, OP)                                            \
+#define FLEXMOE_MOE_ATTRS(TYPE)                                                \
   const fb::TYPE *attrs = ins->attrs_as_##TYPE();                              \
   if (!attrs)                                                                  \
-    return Status::error(OP ": missing " #TYPE);
+    return errorf(op, ": the instruction has no " #TYPE);
 
 Status launchMoe(const KernelCall &call, LaunchContext &context) {
   const fb::Instruction *ins = call.instruction;
@@ -84,7 +84,7 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   switch (ins->opcode()) {
   case fb::OpCode::Gate: {
     const char *op = "moe.gate";
-    FLEXMOE_MOE_ATTRS(GateAttrs, "moe.gate");
+    FLEXMOE_MOE_ATTRS(GateAttrs);
     FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}, "ff"));
     FLEXMOE_RETURN_IF_ERROR(
         checkOperands(op, "outputs", out, {2, 2, 2}, "fif"));
@@ -96,7 +96,7 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   }
   case fb::OpCode::GateGrad: {
     const char *op = "moe.gate_grad";
-    FLEXMOE_MOE_ATTRS(GateAttrs, "moe.gate_grad");
+    FLEXMOE_MOE_ATTRS(GateAttrs);
     FLEXMOE_RETURN_IF_ERROR(
         checkOperands(op, "inputs", in, {2, 2, 2, 2, 2, 2}, "fffiff"));
     FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2, 2}, "ff"));
@@ -108,7 +108,7 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   }
   case fb::OpCode::AuxLoss: {
     const char *op = "moe.aux_loss";
-    FLEXMOE_MOE_ATTRS(AuxLossAttrs, "moe.aux_loss");
+    FLEXMOE_MOE_ATTRS(AuxLossAttrs);
     FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}, "fi"));
     FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {-1}, "f"));
     return moeAuxLoss(in[0].as<float>(), in[1].as<int32_t>(), in[0].shape[0],
@@ -117,7 +117,7 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   }
   case fb::OpCode::AuxLossGrad: {
     const char *op = "moe.aux_loss_grad";
-    FLEXMOE_MOE_ATTRS(AuxLossAttrs, "moe.aux_loss_grad");
+    FLEXMOE_MOE_ATTRS(AuxLossAttrs);
     FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2, -1}, "fif"));
     FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "outputs", out, {2}, "f"));
     // dLoss stays on the device: the kernel reads it.
@@ -128,7 +128,7 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   }
   case fb::OpCode::Dispatch: {
     const char *op = "moe.dispatch";
-    FLEXMOE_MOE_ATTRS(DispatchAttrs, "moe.dispatch");
+    FLEXMOE_MOE_ATTRS(DispatchAttrs);
     FLEXMOE_RETURN_IF_ERROR(checkOperands(op, "inputs", in, {2, 2}, "fi"));
     FLEXMOE_RETURN_IF_ERROR(
         checkOperands(op, "outputs", out, {2, 2, 1}, "fii"));
@@ -150,7 +150,7 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   case fb::OpCode::ExpertsGrad: {
     const bool forward = ins->opcode() == fb::OpCode::Experts;
     const char *op = forward ? "moe.experts" : "moe.experts_grad";
-    FLEXMOE_MOE_ATTRS(ExpertsAttrs, "moe.experts");
+    FLEXMOE_MOE_ATTRS(ExpertsAttrs);
     if (forward)
       FLEXMOE_RETURN_IF_ERROR(
           checkOperands(op, "inputs", in, {2, 1, 3, 2, 3, 2}, "fiffff"));
