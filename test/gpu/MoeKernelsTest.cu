@@ -80,7 +80,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MoeGateTest,
                          ::testing::Values(GateShape{37, 16, 8, 2},
                                            GateShape{130, 33, 5, 1},
                                            GateShape{65, 70, 64, 4},
-                                           GateShape{0, 8, 4, 2}));
+                                           GateShape{0, 8, 4, 2},
+                                           // A bias too big for a kernel
+                                           // parameter goes through scratch.
+                                           GateShape{5, 4, 1100, 2}));
 
 TEST(MoeGateErrors, ShapeAndBiasErrorsNameTheOp) {
   // Host-side checks: no device needed, nothing is enqueued.

@@ -9,6 +9,7 @@
 #include "runtime/backends/cpu/kernels/MoeCommon.h"
 #include "runtime/backends/cuda/kernels/MoeKernels.cuh"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -39,11 +40,22 @@ __device__ __forceinline__ bool before(float ra, int a, float rb, int b) {
   return ra > rb || (ra == rb && a < b);
 }
 
-/// probs holds the logits; per token: + bias, softmax, top-k, combine
-/// weights, and (atomicCounts) the per-expert copy counts.
+/// A logit bias small enough to travel as a kernel parameter (4 KiB, well
+/// within the 32 KiB CUDA 12.1+ allows on sm_70 and later): no host-memory
+/// copy, so the launch stays capturable in a CUDA graph.
+constexpr int kInlineBias = 1024;
+struct InlineBias {
+  int count = 0;
+  float values[kInlineBias];
+};
+
+/// probs holds the logits; per token: + bias (device `bias`, else
+/// `inlineBias` when it has values), softmax, top-k, combine weights, and
+/// (atomicCounts) the per-expert copy counts.
 __global__ void gateRowsKernel(float *probs, const float *bias,
-                               int64_t numTokens, int E, int K, int32_t *ids,
-                               float *combine, int32_t *atomicCounts) {
+                               const InlineBias inlineBias, int64_t numTokens,
+                               int E, int K, int32_t *ids, float *combine,
+                               int32_t *atomicCounts) {
   const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= numTokens)
     return;
@@ -52,6 +64,8 @@ __global__ void gateRowsKernel(float *probs, const float *bias,
   for (int e = 0; e < E; ++e) {
     if (bias)
       p[e] += bias[e];
+    else if (inlineBias.count > 0)
+      p[e] += inlineBias.values[e];
     maxLogit = fmaxf(maxLogit, p[e]);
   }
   float sum = 0.0f;
@@ -230,6 +244,7 @@ Status moeGate(const float *x, const float *gateWeight, int64_t numTokens,
       checkGateShape(op, numTokens, modelDim, numExperts, topK));
   const int64_t E = numExperts, K = topK;
   float *bias = nullptr;
+  InlineBias inlineBias;
   if (!logitBias.empty()) {
     if (static_cast<int64_t>(logitBias.size()) != E)
       return errorf(op, ": the logit bias has ", logitBias.size(),
@@ -238,14 +253,19 @@ Status moeGate(const float *x, const float *gateWeight, int64_t numTokens,
       if (!std::isfinite(logitBias[e]))
         return errorf(op, ": the logit bias of expert ", e, " is not finite (",
                       logitBias[e], ")");
-    StatusOr<float *> biasOr = scratchOf<float>(scratch, op, E);
-    if (!biasOr)
-      return biasOr.status();
-    bias = *biasOr;
-    // The bias is host memory of the call: staged now, in stream order.
-    FLEXMOE_RETURN_IF_ERROR(
-        opStatus(op, cudaMemcpyAsync(bias, logitBias.data(), E * sizeof(float),
-                                     cudaMemcpyHostToDevice, stream)));
+    if (E <= kInlineBias) {
+      inlineBias.count = static_cast<int>(E);
+      std::copy(logitBias.begin(), logitBias.end(), inlineBias.values);
+    } else {
+      StatusOr<float *> biasOr = scratchOf<float>(scratch, op, E);
+      if (!biasOr)
+        return biasOr.status();
+      bias = *biasOr;
+      // The bias is host memory of the call: staged now, in stream order.
+      FLEXMOE_RETURN_IF_ERROR(opStatus(
+          op, cudaMemcpyAsync(bias, logitBias.data(), E * sizeof(float),
+                              cudaMemcpyHostToDevice, stream)));
+    }
   }
   GroupedGemm gemm;
   gemm.M = numTokens;
@@ -267,8 +287,8 @@ Status moeGate(const float *x, const float *gateWeight, int64_t numTokens,
   }
   if (numTokens > 0) {
     gateRowsKernel<<<blocksFor(numTokens, 128), 128, 0, stream>>>(
-        probs, bias, numTokens, static_cast<int>(E), static_cast<int>(K),
-        expertIds, combineWeights, atomicCounts);
+        probs, bias, inlineBias, numTokens, static_cast<int>(E),
+        static_cast<int>(K), expertIds, combineWeights, atomicCounts);
     FLEXMOE_RETURN_IF_ERROR(opStatus(op, cudaGetLastError()));
   }
   if (counts && deterministic) {
