@@ -18,24 +18,6 @@ namespace flexmoe::cuda {
 using device::KernelCall;
 using device::Operand;
 
-bool isMoeOpcode(fb::OpCode opcode) {
-  switch (opcode) {
-  case fb::OpCode::Gate:
-  case fb::OpCode::GateGrad:
-  case fb::OpCode::AuxLoss:
-  case fb::OpCode::AuxLossGrad:
-  case fb::OpCode::Dispatch:
-  case fb::OpCode::DispatchGrad:
-  case fb::OpCode::Experts:
-  case fb::OpCode::ExpertsGrad:
-  case fb::OpCode::Combine:
-  case fb::OpCode::CombineGrad:
-    return true;
-  default:
-    return false;
-  }
-}
-
 namespace {
 
 /// The operands' count, each one's rank (-1: any rank) and element type
