@@ -25,6 +25,11 @@ struct GateShape {
   int64_t T, D, E, K;
 };
 
+// Readable, stable test names (ctest lists the parameter).
+void PrintTo(const GateShape &s, std::ostream *os) {
+  *os << "T" << s.T << "_D" << s.D << "_E" << s.E << "_K" << s.K;
+}
+
 class MoeGateTest : public ::testing::TestWithParam<GateShape> {};
 
 TEST_P(MoeGateTest, ForwardAndBackwardMatchCpu) {
@@ -141,6 +146,11 @@ struct RouteShape {
   int64_t T, D, E, K, capacity;
 };
 
+void PrintTo(const RouteShape &s, std::ostream *os) {
+  *os << "T" << s.T << "_D" << s.D << "_E" << s.E << "_K" << s.K << "_C"
+      << s.capacity;
+}
+
 class MoeRouteTest : public ::testing::TestWithParam<RouteShape> {};
 
 // Dispatch, then combine, then both gradients, each against the CPU.
@@ -220,6 +230,11 @@ struct ExpertsShape {
   std::vector<int32_t> counts;
   int64_t N, D, H, capacity;
 };
+
+void PrintTo(const ExpertsShape &s, std::ostream *os) {
+  *os << "G" << s.counts.size() << "_N" << s.N << "_D" << s.D << "_H" << s.H
+      << "_C" << s.capacity;
+}
 
 class MoeExpertsTest : public ::testing::TestWithParam<ExpertsShape> {};
 

@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <ostream>
 #include <random>
 
 using namespace flexmoe;
@@ -119,6 +121,19 @@ struct Scenario {
   int64_t W, E, S;
   Vec counts;
 };
+
+// Readable, stable test names (ctest lists the parameter): W ranks, E
+// experts, S slots, and the hottest expert's tokens.
+void PrintTo(const Scenario &s, std::ostream *os) {
+  int64_t hottest = 0;
+  for (int64_t e = 0; e < s.E; ++e) {
+    int64_t tokens = 0;
+    for (int64_t r = 0; r < s.W; ++r)
+      tokens += s.counts[r * s.E + e];
+    hottest = std::max(hottest, tokens);
+  }
+  *os << "W" << s.W << "_E" << s.E << "_S" << s.S << "_hottest" << hottest;
+}
 
 //===----------------------------------------------------------------------===//
 // Options and names
