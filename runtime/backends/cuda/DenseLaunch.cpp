@@ -11,11 +11,11 @@
 
 #include "runtime/backends/cuda/CudaContext.h"
 #include "runtime/backends/cuda/kernels/DenseKernels.h"
+#include "runtime/support/Shape.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <sstream>
 #include <vector>
 
 using namespace flexmoe;
@@ -35,22 +35,6 @@ template <typename V> std::span<const int64_t> spanOf(const V *vector) {
   if (!vector)
     return {};
   return {vector->data(), vector->size()};
-}
-
-std::string shapeString(Shape shape) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < shape.size(); ++i)
-    os << (i ? "," : "") << shape[i];
-  os << ']';
-  return os.str();
-}
-
-std::vector<int64_t> stridesOf(Shape shape) {
-  std::vector<int64_t> strides(shape.size(), 1);
-  for (int64_t d = static_cast<int64_t>(shape.size()) - 2; d >= 0; --d)
-    strides[d] = strides[d + 1] * shape[d + 1];
-  return strides;
 }
 
 StatusOr<int64_t> normalizeDim(int64_t dim, int64_t rank, const char *what) {

@@ -9,33 +9,16 @@
 #include "runtime/backends/cpu/kernels/DenseRandom.h"
 #include "runtime/backends/cpu/kernels/FastMath.h"
 #include "runtime/backends/cpu/kernels/Parallel.h"
+#include "runtime/support/Shape.h"
 
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <numbers>
-#include <sstream>
 
 namespace flexmoe::cpu {
 
 namespace {
-
-std::string shapeString(Shape shape) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < shape.size(); ++i)
-    os << (i ? "," : "") << shape[i];
-  os << ']';
-  return os.str();
-}
-
-/// Row-major strides of `shape`.
-std::vector<int64_t> stridesOf(Shape shape) {
-  std::vector<int64_t> strides(shape.size(), 1);
-  for (int64_t d = static_cast<int64_t>(shape.size()) - 2; d >= 0; --d)
-    strides[d] = strides[d + 1] * shape[d + 1];
-  return strides;
-}
 
 /// Strides of an operand of shape `shape` read at the coordinates of the
 /// broadcast shape `out` (right-aligned; 0 along broadcast dimensions).
