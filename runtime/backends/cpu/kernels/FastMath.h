@@ -12,13 +12,15 @@
 #ifndef FLEXMOE_RUNTIME_BACKENDS_CPU_KERNELS_FASTMATH_H
 #define FLEXMOE_RUNTIME_BACKENDS_CPU_KERNELS_FASTMATH_H
 
+#include "runtime/support/HostDevice.h"
+
 #include <cmath>
 
 namespace flexmoe::cpu {
 
-template <typename T> inline T tanhApprox(T x) { return std::tanh(x); }
-
-template <> inline float tanhApprox<float>(float x) {
+/// The float fit, also called by the CUDA kernels (so both backends round
+/// alike).
+FLEXMOE_HOST_DEVICE inline float tanhApproxFloat(float x) {
   // Beyond ±7.905 the fit's value rounds to ±1 in float; clamping also
   // keeps infinities out of the polynomials (NaN passes through).
   constexpr float kClamp = 7.90531110763549805f;
@@ -35,6 +37,12 @@ template <> inline float tanhApprox<float>(float x) {
   q = x2 * q + 2.26843463243900e-03f;
   q = x2 * q + 4.89352518554385e-03f;
   return p / q;
+}
+
+template <typename T> inline T tanhApprox(T x) { return std::tanh(x); }
+
+template <> inline float tanhApprox<float>(float x) {
+  return tanhApproxFloat(x);
 }
 
 } // namespace flexmoe::cpu

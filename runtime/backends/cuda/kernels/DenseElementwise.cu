@@ -1,5 +1,7 @@
 //===- DenseElementwise.cu - element-wise dense kernels -------------------===//
 
+#include "runtime/backends/cpu/kernels/DenseRandom.h"
+#include "runtime/backends/cpu/kernels/FastMath.h"
 #include "runtime/backends/cuda/kernels/DenseCommon.cuh"
 
 namespace flexmoe::cuda {
@@ -10,32 +12,6 @@ constexpr double kSqrt2OverPi = 0.7978845608028654; // √(2/π)
 constexpr double kGeluCubic = 0.044715;
 constexpr double kInvSqrt2 = 0.7071067811865476;
 constexpr double kInvSqrt2Pi = 0.3989422804014327;
-
-/// The CPU's tanhApprox<float> (FastMath.h), so both backends round alike.
-__device__ inline float tanhApprox(float x) {
-  constexpr float kClamp = 7.90531110763549805f;
-  const float c = x > kClamp ? kClamp : (x < -kClamp ? -kClamp : x);
-  const float x2 = c * c;
-  float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
-  p = x2 * p + -8.60467152213735e-11f;
-  p = x2 * p + 5.12229709037114e-08f;
-  p = x2 * p + 1.48572235717979e-05f;
-  p = x2 * p + 6.37261928875436e-04f;
-  p = x2 * p + 4.89352455891786e-03f;
-  p = c * p;
-  float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
-  q = x2 * q + 2.26843463243900e-03f;
-  q = x2 * q + 4.89352518554385e-03f;
-  return p / q;
-}
-
-/// DenseRandom.h's counter-based generator, bit for bit.
-__device__ inline uint64_t splitmix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 __global__ void fillKernelImpl(float *out, int64_t n, float value) {
   FLEXMOE_GRID_STRIDE(i, n) out[i] = value;
@@ -62,7 +38,7 @@ __global__ void geluTanhKernel(const float *x, int64_t n, float *y) {
     const float v = x[i];
     const float inner =
         float(kSqrt2OverPi) * (v + float(kGeluCubic) * v * v * v);
-    y[i] = 0.5f * v * (1.0f + tanhApprox(inner));
+    y[i] = 0.5f * v * (1.0f + cpu::tanhApproxFloat(inner));
   }
 }
 
@@ -78,7 +54,7 @@ __global__ void geluGradTanhKernel(const float *x, const float *dy, int64_t n,
     const float v = x[i];
     const float inner =
         float(kSqrt2OverPi) * (v + float(kGeluCubic) * v * v * v);
-    const float t = tanhApprox(inner);
+    const float t = cpu::tanhApproxFloat(inner);
     const float dInner =
         float(kSqrt2OverPi) * (1.0f + float(3 * kGeluCubic) * v * v);
     dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * dInner);
@@ -98,9 +74,9 @@ __global__ void geluGradErfKernel(const float *x, const float *dy, int64_t n,
 __global__ void dropoutKernelImpl(const float *x, int64_t n, double rate,
                                   uint64_t seed, uint64_t step, float keepScale,
                                   float *y) {
-  const uint64_t base = splitmix64(splitmix64(seed) ^ step);
+  const uint64_t base = cpu::splitmix64(cpu::splitmix64(seed) ^ step);
   FLEXMOE_GRID_STRIDE(i, n) {
-    const uint64_t bits = splitmix64(base ^ static_cast<uint64_t>(i));
+    const uint64_t bits = cpu::splitmix64(base ^ static_cast<uint64_t>(i));
     const double uniform = static_cast<double>(bits >> 11) * 0x1.0p-53;
     y[i] = uniform >= rate ? x[i] * keepScale : 0.0f;
   }

@@ -8,6 +8,7 @@
 // results do not depend on the launch and are run-to-run deterministic.
 //
 //===----------------------------------------------------------------------===//
+#include "runtime/backends/cpu/kernels/FastMath.h"
 #include "runtime/backends/cuda/kernels/MoeKernels.cuh"
 
 namespace flexmoe::cuda::detail {
@@ -21,18 +22,19 @@ __device__ __forceinline__ float activate(MoeAct act, float a) {
     return a > 0.0f ? a : 0.0f;
   if (act == MoeAct::Gelu) {
     const float inner = 0.7978845608028654f * (a + 0.044715f * a * a * a);
-    return 0.5f * a * (1.0f + tanhf(inner));
+    return 0.5f * a * (1.0f + cpu::tanhApproxFloat(inner));
   }
   return a;
 }
 
-/// d act(a) / da (relu's derivative at 0 is 0, as on the CPU).
+/// d act(a) / da (relu's derivative at 0 is 0, as on the CPU). GELU's tanh
+/// is the CPU's float fit, so both backends round alike.
 __device__ __forceinline__ float activateDerivative(MoeAct act, float a) {
   if (act == MoeAct::Relu)
     return a > 0.0f ? 1.0f : 0.0f;
   if (act == MoeAct::Gelu) {
     const float inner = 0.7978845608028654f * (a + 0.044715f * a * a * a);
-    const float th = tanhf(inner);
+    const float th = cpu::tanhApproxFloat(inner);
     const float dInner =
         0.7978845608028654f * (1.0f + 3.0f * 0.044715f * a * a);
     return 0.5f * (1.0f + th) + 0.5f * a * (1.0f - th * th) * dInner;
