@@ -11,3 +11,7 @@ int64_t Operand::numElements() const {
     n *= d;
   return n;
 }
+
+const char *flexmoe::device::precisionName(MathPrecision precision) {
+  return precision == MathPrecision::BF16 ? "bf16" : "fp32";
+}

@@ -5,8 +5,9 @@
 // streams that run kernels in order, events to order streams against each
 // other, and host <-> device copies. A backend (CPU now, CUDA later) plugs in
 // by implementing Device and Stream; the executor never touches a pointer
-// except through them (and, for the host-side dispatch reorder, only when
-// the device says its memory is host-accessible).
+// except through them: row reorders, gradient sums and norms are stream
+// operations too, so the executor runs unchanged on memory the host cannot
+// read (a GPU).
 //
 //===----------------------------------------------------------------------===//
 #ifndef FLEXMOE_RUNTIME_DEVICE_DEVICE_H
@@ -23,6 +24,28 @@
 #include <vector>
 
 namespace flexmoe::device {
+
+/// The arithmetic of GEMM-like kernels (linear, matmul, the experts, the
+/// gate's logits). Every buffer stays fp32 (parameters are the fp32 master
+/// weights, AdamW updates them in fp32); BF16 rounds the operands of those
+/// products to bfloat16 and accumulates in fp32 (tensor cores on a GPU).
+enum class MathPrecision { F32, BF16 };
+
+/// "fp32" / "bf16".
+const char *precisionName(MathPrecision precision);
+
+/// One byte range copy of Stream::copySegments (device memory).
+struct CopySegment {
+  const std::byte *src = nullptr;
+  std::byte *dst = nullptr;
+  size_t bytes = 0;
+};
+
+/// `count` floats of device memory (Stream::sumOfSquares).
+struct FloatRange {
+  const float *data = nullptr;
+  int64_t count = 0;
+};
 
 /// One buffer operand of a kernel: device memory, its static shape and
 /// element type (from the program's buffer table).
@@ -95,6 +118,25 @@ public:
   virtual Status wait(Event &event) = 0;
   /// Blocks the host until everything enqueued has run.
   virtual Status synchronize() = 0;
+
+  // Data movement and reductions the executor needs between kernels (the
+  // dispatch reorder, gradient accumulation, the global gradient norm), in
+  // stream order like launches.
+
+  /// Copies every segment, in order; no segment's destination may overlap
+  /// another segment's source or destination.
+  virtual Status copySegments(std::span<const CopySegment> segments) = 0;
+  /// Sets `bytes` bytes at `dst` to zero.
+  virtual Status zero(std::byte *dst, size_t bytes) = 0;
+  /// dst[i] = (a[i] + b[i]) * scale in float, for i < count; dst may be a
+  /// or b.
+  virtual Status addScaled(float *dst, const float *a, const float *b,
+                           int64_t count, float scale) = 0;
+  /// sums[i] = the sum of the squares of ranges[i], in double, into host
+  /// memory: waits for the work enqueued before it. Not finite when a
+  /// value is not.
+  virtual Status sumOfSquares(std::span<const FloatRange> ranges,
+                              std::span<double> sums) = 0;
 };
 
 class Device {
@@ -103,8 +145,10 @@ public:
   /// "cpu", "cuda:0", ...
   virtual std::string name() const = 0;
   /// True when the host can read and write device memory directly (the
-  /// executor then runs the dispatch reorder of runtime/plan in place).
+  /// executor's checks and observers may then read it in place).
   virtual bool hostAccessible() const = 0;
+  /// The arithmetic of its GEMM-like kernels.
+  virtual MathPrecision precision() const { return MathPrecision::F32; }
   /// One zero-filled arena of `bytes` bytes, 64-byte aligned.
   virtual StatusOr<std::unique_ptr<Arena>> allocateArena(size_t bytes) = 0;
   virtual StatusOr<std::unique_ptr<Stream>> createStream() = 0;

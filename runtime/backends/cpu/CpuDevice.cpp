@@ -45,6 +45,37 @@ public:
   Status record(device::Event &) override { return Status::ok(); }
   Status wait(device::Event &) override { return Status::ok(); }
   Status synchronize() override { return Status::ok(); }
+
+  Status copySegments(std::span<const device::CopySegment> segments) override {
+    for (const device::CopySegment &segment : segments)
+      if (segment.bytes > 0)
+        std::memmove(segment.dst, segment.src, segment.bytes);
+    return Status::ok();
+  }
+  Status zero(std::byte *dst, size_t bytes) override {
+    if (bytes > 0)
+      std::memset(dst, 0, bytes);
+    return Status::ok();
+  }
+  Status addScaled(float *dst, const float *a, const float *b, int64_t count,
+                   float scale) override {
+    for (int64_t i = 0; i < count; ++i)
+      dst[i] = (a[i] + b[i]) * scale;
+    return Status::ok();
+  }
+  Status sumOfSquares(std::span<const device::FloatRange> ranges,
+                      std::span<double> sums) override {
+    if (sums.size() != ranges.size())
+      return errorf("sumOfSquares: ", sums.size(), " sums for ", ranges.size(),
+                    " ranges");
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      double sum = 0;
+      for (int64_t j = 0; j < ranges[i].count; ++j)
+        sum += static_cast<double>(ranges[i].data[j]) * ranges[i].data[j];
+      sums[i] = sum;
+    }
+    return Status::ok();
+  }
 };
 
 int64_t dimFromEnd(const Operand &operand, size_t fromEnd) {

@@ -1,4 +1,5 @@
-//===- CudaContext.h - what a CUDA kernel launch gets from the device -*- C++ -*-//
+//===- CudaContext.h - what a CUDA kernel launch gets from the device -*- C++
+//-*-//
 //
 // The CUDA backend (issue 6) splits like the CPU one: CudaDevice (arena,
 // streams, events, copies) turns each KernelCall into a call of a kernel
@@ -34,6 +35,9 @@ struct LaunchContext {
   std::function<StatusOr<void *>(size_t bytes)> scratch;
   /// Deterministic mode: no atomics whose order changes results.
   bool deterministic = false;
+  /// BF16: GEMMs (cuBLASLt and the experts' grouped GEMM) round their
+  /// operands to bfloat16 and accumulate in fp32 on tensor cores.
+  device::MathPrecision precision = device::MathPrecision::F32;
 };
 
 /// A Status for a CUDA runtime error ("<what>: <cudaGetErrorString>"), or
@@ -50,6 +54,16 @@ bool isMoeOpcode(fb::OpCode opcode);
 Status launchDense(const device::KernelCall &call, LaunchContext &context);
 /// Every moe compute op, forward and backward.
 Status launchMoe(const device::KernelCall &call, LaunchContext &context);
+
+// The Stream operations between kernels (Device.h), on `context.stream`
+// (StreamOps.cu). sumOfSquares writes device doubles; the stream copies
+// them to the host.
+Status launchCopySegments(std::span<const device::CopySegment> segments,
+                          LaunchContext &context);
+Status launchAddScaled(float *dst, const float *a, const float *b,
+                       int64_t count, float scale, LaunchContext &context);
+Status launchSumOfSquares(std::span<const device::FloatRange> ranges,
+                          double *deviceSums, LaunchContext &context);
 
 } // namespace flexmoe::cuda
 

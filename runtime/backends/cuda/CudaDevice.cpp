@@ -49,8 +49,10 @@ const char *opName(const KernelCall &call) {
 
 class CudaStream final : public device::Stream {
 public:
-  CudaStream(int device, bool deterministic) : device_(device) {
+  CudaStream(int device, bool deterministic, device::MathPrecision precision)
+      : device_(device) {
     context_.deterministic = deterministic;
+    context_.precision = precision;
   }
 
   Status init() {
@@ -95,22 +97,7 @@ public:
   }
 
   Status launch(const KernelCall &call) override {
-    if (Status s = cudaStatus(cudaSetDevice(device_), "cudaSetDevice");
-        !s.isOk())
-      return s;
-    Status status = dispatch(call);
-    for (void *pointer : pendingScratch_) {
-      Status freed = cudaStatus(cudaFreeAsync(pointer, context_.stream),
-                                "cudaFreeAsync (scratch)");
-      if (status.isOk() && !freed.isOk())
-        status = std::move(freed);
-    }
-    pendingScratch_.clear();
-    if (status.isOk())
-      status = cudaStatus(cudaGetLastError(), "kernel launch");
-    if (!status.isOk())
-      return std::move(status).withContext(opName(call));
-    return status;
+    return withScratch([&] { return dispatch(call); }, opName(call));
   }
 
   Status record(device::Event &event) override {
@@ -129,7 +116,71 @@ public:
                       "cudaStreamSynchronize");
   }
 
+  Status copySegments(std::span<const device::CopySegment> segments) override {
+    return withScratch([&] { return launchCopySegments(segments, context_); },
+                       "copySegments");
+  }
+  Status zero(std::byte *dst, size_t bytes) override {
+    if (bytes == 0)
+      return Status::ok();
+    FLEXMOE_RETURN_IF_ERROR(
+        cudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
+    return cudaStatus(cudaMemsetAsync(dst, 0, bytes, context_.stream),
+                      "cudaMemsetAsync");
+  }
+  Status addScaled(float *dst, const float *a, const float *b, int64_t count,
+                   float scale) override {
+    return withScratch(
+        [&] { return launchAddScaled(dst, a, b, count, scale, context_); },
+        "addScaled");
+  }
+  Status sumOfSquares(std::span<const device::FloatRange> ranges,
+                      std::span<double> sums) override {
+    if (sums.size() != ranges.size())
+      return errorf("sumOfSquares: ", sums.size(), " sums for ", ranges.size(),
+                    " ranges");
+    if (ranges.empty())
+      return Status::ok();
+    double *deviceSums = nullptr;
+    FLEXMOE_RETURN_IF_ERROR(withScratch(
+        [&]() -> Status {
+          StatusOr<void *> memory = context_.scratch(sums.size_bytes());
+          if (!memory)
+            return memory.status();
+          deviceSums = static_cast<double *>(*memory);
+          FLEXMOE_RETURN_IF_ERROR(
+              launchSumOfSquares(ranges, deviceSums, context_));
+          return cudaStatus(
+              cudaMemcpyAsync(sums.data(), deviceSums, sums.size_bytes(),
+                              cudaMemcpyDeviceToHost, context_.stream),
+              "cudaMemcpyAsync (sums to host)");
+        },
+        "sumOfSquares"));
+    return synchronize();
+  }
+
 private:
+  /// Runs `enqueue` with this stream's device current, then frees the
+  /// scratch it took in stream order; errors name `what`.
+  template <typename F> Status withScratch(F &&enqueue, const char *what) {
+    if (Status s = cudaStatus(cudaSetDevice(device_), "cudaSetDevice");
+        !s.isOk())
+      return s;
+    Status status = enqueue();
+    for (void *pointer : pendingScratch_) {
+      Status freed = cudaStatus(cudaFreeAsync(pointer, context_.stream),
+                                "cudaFreeAsync (scratch)");
+      if (status.isOk() && !freed.isOk())
+        status = std::move(freed);
+    }
+    pendingScratch_.clear();
+    if (status.isOk())
+      status = cudaStatus(cudaGetLastError(), "kernel launch");
+    if (!status.isOk())
+      return std::move(status).withContext(what);
+    return status;
+  }
+
   Status dispatch(const KernelCall &call) {
     fb::OpCode opcode = call.instruction->opcode();
     const program::OpInfo *info = program::lookupOpInfo(opcode);
@@ -171,8 +222,9 @@ StatusOr<int> flexmoe::cuda::cudaDeviceCount() {
   return count;
 }
 
-StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::create(int index,
-                                                         bool deterministic) {
+StatusOr<std::unique_ptr<CudaDevice>>
+CudaDevice::create(CudaDeviceOptions options) {
+  int index = options.index;
   StatusOr<int> count = cudaDeviceCount();
   if (!count)
     return count.status();
@@ -181,18 +233,18 @@ StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::create(int index,
   if (index < 0 || index >= *count)
     return errorf("CUDA device ", index, " does not exist (", *count, " device",
                   *count == 1 ? "" : "s", " found)");
-  std::unique_ptr<CudaDevice> device(new CudaDevice(index, deterministic));
+  std::unique_ptr<CudaDevice> device(new CudaDevice(options));
   if (Status s = device->activate(); !s.isOk())
     return s;
   return device;
 }
 
 Status CudaDevice::activate() const {
-  return cudaStatus(cudaSetDevice(index_), "cudaSetDevice");
+  return cudaStatus(cudaSetDevice(options_.index), "cudaSetDevice");
 }
 
 std::string CudaDevice::name() const {
-  return "cuda:" + std::to_string(index_);
+  return "cuda:" + std::to_string(options_.index);
 }
 
 StatusOr<std::unique_ptr<device::Arena>>
@@ -214,13 +266,14 @@ CudaDevice::allocateArena(size_t bytes) {
     return s;
   }
   return std::unique_ptr<device::Arena>(
-      new CudaArena(index_, static_cast<std::byte *>(base), bytes));
+      new CudaArena(options_.index, static_cast<std::byte *>(base), bytes));
 }
 
 StatusOr<std::unique_ptr<device::Stream>> CudaDevice::createStream() {
   if (Status s = activate(); !s.isOk())
     return s;
-  auto stream = std::make_unique<CudaStream>(index_, deterministic_);
+  auto stream = std::make_unique<CudaStream>(
+      options_.index, options_.deterministic, options_.precision);
   if (Status s = stream->init(); !s.isOk())
     return std::move(s).withContext("creating a CUDA stream");
   return std::unique_ptr<device::Stream>(std::move(stream));

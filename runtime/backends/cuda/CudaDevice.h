@@ -15,18 +15,34 @@
 
 namespace flexmoe::cuda {
 
+struct CudaDeviceOptions {
+  int index = 0;
+  /// No float atomics whose order changes results.
+  bool deterministic = false;
+  /// BF16: GEMM-like kernels round their operands to bfloat16 and use
+  /// tensor cores with fp32 accumulation; buffers stay fp32.
+  device::MathPrecision precision = device::MathPrecision::F32;
+};
+
 class CudaDevice final : public device::Device {
 public:
-  /// The device `index`, or an error naming why it cannot be used (no CUDA
-  /// device, index out of range, driver error).
+  /// The device `options.index`, or an error naming why it cannot be used
+  /// (no CUDA device, index out of range, driver error).
   static StatusOr<std::unique_ptr<CudaDevice>>
-  create(int index = 0, bool deterministic = false);
+  create(CudaDeviceOptions options);
+  static StatusOr<std::unique_ptr<CudaDevice>>
+  create(int index = 0, bool deterministic = false) {
+    return create(CudaDeviceOptions{index, deterministic});
+  }
 
-  int index() const { return index_; }
-  bool deterministic() const { return deterministic_; }
+  int index() const { return options_.index; }
+  bool deterministic() const { return options_.deterministic; }
 
   std::string name() const override;
   bool hostAccessible() const override { return false; }
+  device::MathPrecision precision() const override {
+    return options_.precision;
+  }
   StatusOr<std::unique_ptr<device::Arena>> allocateArena(size_t bytes) override;
   StatusOr<std::unique_ptr<device::Stream>> createStream() override;
   StatusOr<std::unique_ptr<device::Event>> createEvent() override;
@@ -35,13 +51,11 @@ public:
   Status synchronize() override;
 
 private:
-  CudaDevice(int index, bool deterministic)
-      : index_(index), deterministic_(deterministic) {}
+  explicit CudaDevice(CudaDeviceOptions options) : options_(options) {}
   /// Makes this device current on the calling thread.
   Status activate() const;
 
-  int index_;
-  bool deterministic_;
+  CudaDeviceOptions options_;
 };
 
 /// The number of CUDA devices, or an error when the driver cannot say
