@@ -126,6 +126,11 @@ public:
   /// Copies every segment, in order; no segment's destination may overlap
   /// another segment's source or destination.
   virtual Status copySegments(std::span<const CopySegment> segments) = 0;
+  /// Copies host memory to device memory in stream order; `src` may be
+  /// reused as soon as the call returns (the bytes are taken or staged: on
+  /// CUDA, src must be pageable memory, as a std::vector's is).
+  virtual Status copyFromHost(std::byte *dst, const void *src,
+                              size_t bytes) = 0;
   /// Sets `bytes` bytes at `dst` to zero.
   virtual Status zero(std::byte *dst, size_t bytes) = 0;
   /// dst[i] = (a[i] + b[i]) * scale in float, for i < count; dst may be a

@@ -2,7 +2,6 @@
 
 #include "runtime/executor/Executor.h"
 
-#include "runtime/plan/Reorder.h"
 #include "runtime/program/OpInfo.h"
 
 #include <algorithm>
@@ -334,7 +333,7 @@ StatusOr<StepResult> Executor::step(const StepOptions &options) {
     bool last = micro + 1 == options.microBatches;
     mode.micro = micro;
     mode.end = last ? count : firstUpdate_;
-    mode.accumulated = options.microBatches > 1 ? &accumulated_ : nullptr;
+    mode.accumulated = options.microBatches > 1;
     FLEXMOE_RETURN_IF_ERROR(run(mode));
     if (!last)
       FLEXMOE_RETURN_IF_ERROR(accumulateGradients(mode));
@@ -423,66 +422,84 @@ Status Executor::run(RunMode &mode) {
 }
 
 Status Executor::accumulateGradients(RunMode &mode) {
-  if (!device_.hostAccessible())
-    return errorf("device ", device_.name(),
-                  " has no gradient accumulation yet");
   const auto *instructions = program_.program().instructions();
   size_t numUpdates = instructions->size() - firstUpdate_;
-  if (mode.micro == 0)
-    accumulated_.assign(numUpdates, {});
+  auto gradientOf = [&](size_t u) -> const Operand & {
+    return operands_[instructions->Get(firstUpdate_ + u)->inputs()->Get(1)];
+  };
+  if (!accumulation_) {
+    accumulationOffsets_.clear();
+    size_t total = 0;
+    for (size_t u = 0; u < numUpdates; ++u) {
+      accumulationOffsets_.push_back(total);
+      total += (gradientOf(u).numBytes() + 63) / 64 * 64;
+    }
+    StatusOr<std::unique_ptr<device::Arena>> arena =
+        device_.allocateArena(total);
+    if (!arena)
+      return Status(arena.status())
+          .withContext("allocating the gradient accumulation buffers");
+    accumulation_ = std::move(*arena);
+  }
   for (size_t u = 0; u < numUpdates; ++u) {
-    const Operand &grad =
-        operands_[instructions->Get(firstUpdate_ + u)->inputs()->Get(1)];
-    std::vector<float> &sum = accumulated_[u];
-    const float *g = grad.as<float>();
-    if (mode.micro == 0)
-      sum.assign(g, g + grad.numElements());
-    else
-      for (int64_t i = 0; i < grad.numElements(); ++i)
-        sum[i] += g[i];
+    const Operand &grad = gradientOf(u);
+    float *sum = reinterpret_cast<float *>(accumulation_->base() +
+                                           accumulationOffsets_[u]);
+    if (mode.micro == 0) {
+      device::CopySegment copy{grad.data, reinterpret_cast<std::byte *>(sum),
+                               grad.numBytes()};
+      FLEXMOE_RETURN_IF_ERROR(stream_->copySegments({&copy, 1}));
+    } else {
+      FLEXMOE_RETURN_IF_ERROR(stream_->addScaled(sum, sum, grad.as<float>(),
+                                                 grad.numElements(), 1.0f));
+    }
   }
   return Status::ok();
 }
 
 Status Executor::prepareUpdates(RunMode &mode) {
   // Every gradient is final here: the updates come last.
-  FLEXMOE_RETURN_IF_ERROR(stream_->synchronize());
   const fb::Program &prog = program_.program();
   const auto *instructions = prog.instructions();
   if (mode.accumulated) {
     // The last micro-batch's gradients join the sum; the mean replaces them.
-    if (!device_.hostAccessible())
-      return errorf("device ", device_.name(),
-                    " has no gradient accumulation yet");
     float inverse = 1.0f / static_cast<float>(mode.options->microBatches);
-    for (size_t u = 0; u < mode.accumulated->size(); ++u) {
+    for (size_t u = 0; u < accumulationOffsets_.size(); ++u) {
       const Operand &grad =
           operands_[instructions->Get(firstUpdate_ + u)->inputs()->Get(1)];
-      float *g = grad.as<float>();
-      const std::vector<float> &sum = (*mode.accumulated)[u];
-      for (int64_t i = 0; i < grad.numElements(); ++i)
-        g[i] = (sum[i] + g[i]) * inverse;
+      const float *sum = reinterpret_cast<const float *>(
+          accumulation_->base() + accumulationOffsets_[u]);
+      FLEXMOE_RETURN_IF_ERROR(stream_->addScaled(grad.as<float>(), sum,
+                                                 grad.as<float>(),
+                                                 grad.numElements(), inverse));
     }
   }
+  FLEXMOE_RETURN_IF_ERROR(stream_->synchronize());
   if (gradientObserver_)
     for (size_t i = firstUpdate_; i < instructions->size(); ++i) {
       const fb::Instruction &inst = *instructions->Get(i);
-      gradientObserver_(*prog.buffers()->Get(inst.inputs()->Get(0)),
-                        operands_[inst.inputs()->Get(1)]);
+      Operand gradient = operands_[inst.inputs()->Get(1)];
+      if (!device_.hostAccessible()) {
+        // Observers read host memory: give them a copy.
+        hostFloats_.resize(gradient.numElements());
+        FLEXMOE_RETURN_IF_ERROR(device_.copyToHost(
+            hostFloats_.data(), gradient.data, gradient.numBytes()));
+        gradient.data = reinterpret_cast<std::byte *>(hostFloats_.data());
+      }
+      gradientObserver_(*prog.buffers()->Get(inst.inputs()->Get(0)), gradient);
     }
 
-  if (!device_.hostAccessible())
-    return errorf("device ", device_.name(),
-                  " has no gradient-norm reduction yet");
   // [dense, expert] sums of squares, in double and a fixed order.
+  std::vector<device::FloatRange> ranges;
+  ranges.reserve(normTerms_.size());
+  for (const NormTerm &term : normTerms_)
+    ranges.push_back(
+        {operands_[term.buffer].as<float>() + term.offset, term.count});
+  std::vector<double> termSums(ranges.size());
+  FLEXMOE_RETURN_IF_ERROR(stream_->sumOfSquares(ranges, termSums));
   double sums[2] = {0, 0};
-  for (const NormTerm &term : normTerms_) {
-    const float *g = operands_[term.buffer].as<float>() + term.offset;
-    double sum = 0;
-    for (int64_t j = 0; j < term.count; ++j)
-      sum += static_cast<double>(g[j]) * g[j];
-    sums[term.expert ? 1 : 0] += sum;
-  }
+  for (size_t t = 0; t < normTerms_.size(); ++t)
+    sums[normTerms_[t].expert ? 1 : 0] += termSums[t];
   FLEXMOE_RETURN_IF_ERROR(
       comm_.allReduceHost({&sums[1], 1}, device::ReduceOp::Sum));
   double lossScale = mode.options->lossScale;
@@ -554,9 +571,15 @@ Status Executor::runInstruction(const fb::Instruction &instruction,
   case fb::OpCode::Experts:
   case fb::OpCode::ExpertsGrad: {
     // The CPU stream runs a launch to completion, so this is the kernel's
-    // time; an asynchronous stream would time the launch only.
+    // time; an asynchronous stream is drained around it so that the cost
+    // model gets the kernel's time, not the launch's.
+    bool async = !device_.hostAccessible();
+    if (async)
+      FLEXMOE_RETURN_IF_ERROR(stream_->synchronize());
     Clock::time_point start = Clock::now();
     Status status = stream_->launch(call);
+    if (async && status.isOk())
+      status = stream_->synchronize();
     timings_.expertSeconds += secondsSince(start);
     if (instruction.opcode() == fb::OpCode::Experts) {
       const LayerState &state = layerState_[instruction.moe_layer()];
@@ -570,46 +593,6 @@ Status Executor::runInstruction(const fb::Instruction &instruction,
   }
 }
 
-namespace {
-
-/// Copies `in` into `out` unless the instruction works in place.
-void copyIfDistinct(const Operand &in, const Operand &out) {
-  if (in.data != out.data)
-    std::memmove(out.data, in.data, in.numBytes());
-}
-
-} // namespace
-
-namespace {
-
-/// Capacity layers: moe.dispatch's rows sit at expert e·capacity; the plan
-/// works on rows packed by expert. Copies between the two layouts.
-void compactRows(const std::byte *capacityLayout,
-                 std::span<const int64_t> counts, int64_t capacity,
-                 size_t rowBytes, std::byte *packed) {
-  size_t offset = 0;
-  for (size_t e = 0; e < counts.size(); ++e) {
-    size_t bytes = static_cast<size_t>(counts[e]) * rowBytes;
-    std::memcpy(packed + offset, capacityLayout + e * capacity * rowBytes,
-                bytes);
-    offset += bytes;
-  }
-}
-
-void expandRows(const std::byte *packed, std::span<const int64_t> counts,
-                int64_t capacity, size_t rowBytes, std::byte *capacityLayout) {
-  std::memset(capacityLayout, 0, counts.size() * capacity * rowBytes);
-  size_t offset = 0;
-  for (size_t e = 0; e < counts.size(); ++e) {
-    size_t bytes = static_cast<size_t>(counts[e]) * rowBytes;
-    std::memcpy(capacityLayout + e * capacity * rowBytes, packed + offset,
-                bytes);
-    offset += bytes;
-  }
-}
-
-} // namespace
-
 Status Executor::planLayer(int32_t layerIndex, const Operand &counts) {
   const fb::MoeLayer &layer = *program_.program().moe_layers()->Get(layerIndex);
   LayerState &state = layerState_[layerIndex];
@@ -619,8 +602,11 @@ Status Executor::planLayer(int32_t layerIndex, const Operand &counts) {
   if (counts.numElements() != numExperts)
     return errorf("layer '", layerName, "': ", counts.numElements(),
                   " counts for ", numExperts, " experts");
-  const int32_t *c = counts.as<int32_t>();
-  state.localCounts.assign(c, c + numExperts);
+  FLEXMOE_RETURN_IF_ERROR(readInts(counts, hostInts_));
+  state.localCounts.assign(hostInts_.begin(), hostInts_.end());
+  state.expertStart.assign(numExperts, 0);
+  for (int64_t e = 1; e < numExperts; ++e)
+    state.expertStart[e] = state.expertStart[e - 1] + state.localCounts[e - 1];
   state.allCounts.assign(numExperts * worldSize, 0);
   FLEXMOE_RETURN_IF_ERROR(comm_.allGather(state.localCounts, state.allCounts));
   // The all-gather waits for the slowest rank; the planning alone is timed.
@@ -653,9 +639,6 @@ Status Executor::planLayer(int32_t layerIndex, const Operand &counts) {
 
 Status Executor::runAllToAll(const fb::Instruction &instruction,
                              bool dispatch) {
-  if (!device_.hostAccessible())
-    return errorf("device ", device_.name(),
-                  " has no host-side dispatch reorder");
   const fb::Program &prog = program_.program();
   int32_t layerIndex = instruction.moe_layer();
   const fb::MoeLayer &layer = *prog.moe_layers()->Get(layerIndex);
@@ -685,84 +668,125 @@ Status Executor::runAllToAll(const fb::Instruction &instruction,
   const plan::DevicePlan &mine = state.plan.devices[rank];
   // The expert-grouped side: packed, or at e·capacity in capacity layers.
   int64_t groupedRows = capacity > 0 ? numExperts * capacity : mine.sendRows;
-
-  // The counts operand must be the ones the plan was made for.
-  const int32_t *given = counts.as<int32_t>();
-  if (dispatch) {
-    for (int64_t e = 0; e < numExperts; ++e)
-      if (counts.numElements() != numExperts ||
-          given[e] != state.localCounts[e] ||
-          (capacity > 0 && given[e] > capacity))
-        return errorf("layer '", layerName,
-                      "': dispatch counts differ from the step's plan");
-    if (rows.shape[0] < groupedRows || out.shape[0] < mine.recvRows ||
-        outCounts.numElements() != slots)
-      return errorf("layer '", layerName, "': all-to-all buffers of ",
-                    rows.shape[0], " and ", out.shape[0], " rows for ",
-                    groupedRows, " sent and ", mine.recvRows, " received");
-    state.send.resize(mine.sendRows * rowBytes);
-    state.recv.resize(mine.recvRows * rowBytes);
-    const std::byte *grouped = rows.data;
-    if (capacity > 0) {
-      state.packed.resize(mine.sendRows * rowBytes);
-      compactRows(rows.data, state.localCounts, capacity, rowBytes,
-                  state.packed.data());
-      grouped = state.packed.data();
+  int64_t inRows = dispatch ? groupedRows : mine.recvRows;
+  int64_t outRows = dispatch ? mine.recvRows : groupedRows;
+  if (counts.numElements() != (dispatch ? numExperts : slots) ||
+      outCounts.numElements() != (dispatch ? slots : numExperts))
+    return errorf("layer '", layerName, "': all-to-all counts of ",
+                  counts.numElements(), " and ", outCounts.numElements(),
+                  " entries for ", numExperts, " experts and ", slots,
+                  " slots");
+  if (rows.shape[0] < inRows || out.shape[0] < outRows)
+    return errorf("layer '", layerName, "': all-to-all buffers of ",
+                  rows.shape[0], " and ", out.shape[0], " rows for ", inRows,
+                  " sent and ", outRows, " received");
+  // The counts operand must be the ones the plan was made for. Where the
+  // host cannot read device memory for free, the plan's own read of the
+  // dispatch counts is the check.
+  if (device_.hostAccessible()) {
+    const int32_t *given = counts.as<int32_t>();
+    if (dispatch) {
+      for (int64_t e = 0; e < numExperts; ++e)
+        if (given[e] != state.localCounts[e] ||
+            (capacity > 0 && given[e] > capacity))
+          return errorf("layer '", layerName,
+                        "': dispatch counts differ from the step's plan");
+    } else {
+      for (int64_t s = 0; s < slots; ++s)
+        if (given[s] != mine.slotCounts[s])
+          return errorf("layer '", layerName,
+                        "': combine slot counts differ from the step's plan");
     }
-    for (int64_t r = 0; r < comm_.worldSize(); ++r)
-      if (r != rank)
-        timings_.allToAllBytes += mine.sendCounts[r] * rowBytes;
-    FLEXMOE_RETURN_IF_ERROR(plan::packDispatch(
-        mine, rowBytes, {grouped, mine.sendRows * rowBytes}, state.send));
-    FLEXMOE_RETURN_IF_ERROR(comm_.allToAllV(
-        state.send.data(), mine.sendCounts, mine.sendOffsets, state.recv.data(),
-        mine.recvCounts, mine.recvOffsets, rowBytes));
-    FLEXMOE_RETURN_IF_ERROR(plan::unpackDispatch(
-        mine, rowBytes, state.recv, {out.data, mine.recvRows * rowBytes}));
-    std::memset(out.data + mine.recvRows * rowBytes, 0,
-                (out.shape[0] - mine.recvRows) * rowBytes);
-    for (int64_t s = 0; s < slots; ++s)
-      outCounts.as<int32_t>()[s] = static_cast<int32_t>(mine.slotCounts[s]);
-    return Status::ok();
   }
 
-  for (int64_t s = 0; s < slots; ++s)
-    if (counts.numElements() != slots || given[s] != mine.slotCounts[s])
-      return errorf("layer '", layerName,
-                    "': combine slot counts differ from the step's plan");
-  if (rows.shape[0] < mine.recvRows || out.shape[0] < groupedRows ||
-      outCounts.numElements() != numExperts)
-    return errorf("layer '", layerName, "': all-to-all buffers of ",
-                  rows.shape[0], " and ", out.shape[0], " rows for ",
-                  mine.recvRows, " sent back and ", groupedRows, " received");
-  state.send.resize(mine.sendRows * rowBytes);
-  state.recv.resize(mine.recvRows * rowBytes);
-  FLEXMOE_RETURN_IF_ERROR(plan::packCombine(
-      mine, rowBytes, {rows.data, mine.recvRows * rowBytes}, state.recv));
-  // Backwards: what a rank received in the dispatch it now sends.
+  // A segment's rows in the expert-grouped buffer (at e·capacity in
+  // capacity layers, where the plan's packed offsets do not apply).
+  auto grouped = [&](const std::byte *base, const plan::Segment &g) {
+    int64_t row = capacity > 0 ? g.expert * capacity +
+                                     (g.srcOffset - state.expertStart[g.expert])
+                               : g.srcOffset;
+    return const_cast<std::byte *>(base) + row * rowBytes;
+  };
+  auto at = [&](const std::byte *base, int64_t row) {
+    return const_cast<std::byte *>(base) + row * rowBytes;
+  };
+  auto copy = [&]() -> Status {
+    Status status = stream_->copySegments(segments_);
+    segments_.clear();
+    return status;
+  };
+  // Backwards (combine), what a rank received in the dispatch it sends.
   for (int64_t r = 0; r < comm_.worldSize(); ++r)
     if (r != rank)
-      timings_.allToAllBytes += mine.recvCounts[r] * rowBytes;
-  FLEXMOE_RETURN_IF_ERROR(comm_.allToAllV(
-      state.recv.data(), mine.recvCounts, mine.recvOffsets, state.send.data(),
-      mine.sendCounts, mine.sendOffsets, rowBytes));
-  if (capacity > 0) {
-    state.packed.resize(mine.sendRows * rowBytes);
+      timings_.allToAllBytes +=
+          (dispatch ? mine.sendCounts[r] : mine.recvCounts[r]) * rowBytes;
+
+  segments_.clear();
+  if (dispatch) {
+    if (comm_.worldSize() == 1) {
+      // Nothing leaves the device: straight from groups to slots.
+      for (const plan::Segment &g : mine.sends)
+        segments_.push_back({grouped(rows.data, g), at(out.data, g.slotOffset),
+                             g.rows * rowBytes});
+      FLEXMOE_RETURN_IF_ERROR(copy());
+    } else {
+      StatusOr<std::byte *> space =
+          workspace((mine.sendRows + mine.recvRows) * rowBytes);
+      if (!space)
+        return space.status();
+      std::byte *send = *space, *recv = send + mine.sendRows * rowBytes;
+      for (const plan::Segment &g : mine.sends)
+        segments_.push_back(
+            {grouped(rows.data, g), at(send, g.sendOffset), g.rows * rowBytes});
+      FLEXMOE_RETURN_IF_ERROR(copy());
+      FLEXMOE_RETURN_IF_ERROR(exchangeRows(
+          send, mine.sendCounts, mine.sendOffsets, mine.sendRows, recv,
+          mine.recvCounts, mine.recvOffsets, mine.recvRows, rowBytes));
+      for (const plan::Segment &g : mine.recvs)
+        segments_.push_back({at(recv, g.recvOffset), at(out.data, g.slotOffset),
+                             g.rows * rowBytes});
+      FLEXMOE_RETURN_IF_ERROR(copy());
+    }
     FLEXMOE_RETURN_IF_ERROR(
-        plan::unpackCombine(mine, rowBytes, state.send, state.packed));
-    expandRows(state.packed.data(), state.localCounts, capacity, rowBytes,
-               out.data);
-    std::memset(out.data + groupedRows * rowBytes, 0,
-                (out.shape[0] - groupedRows) * rowBytes);
+        stream_->zero(at(out.data, mine.recvRows),
+                      (out.shape[0] - mine.recvRows) * rowBytes));
+    hostInts_.assign(mine.slotCounts.begin(), mine.slotCounts.end());
   } else {
-    FLEXMOE_RETURN_IF_ERROR(plan::unpackCombine(
-        mine, rowBytes, state.send, {out.data, mine.sendRows * rowBytes}));
-    std::memset(out.data + mine.sendRows * rowBytes, 0,
-                (out.shape[0] - mine.sendRows) * rowBytes);
+    // Rows no segment writes are zero: capacity padding and the tail.
+    int64_t zeroFrom = capacity > 0 ? 0 : mine.sendRows;
+    auto zeroOut = [&] {
+      return stream_->zero(at(out.data, zeroFrom),
+                           (out.shape[0] - zeroFrom) * rowBytes);
+    };
+    if (comm_.worldSize() == 1) {
+      FLEXMOE_RETURN_IF_ERROR(zeroOut());
+      for (const plan::Segment &g : mine.sends)
+        segments_.push_back({at(rows.data, g.slotOffset), grouped(out.data, g),
+                             g.rows * rowBytes});
+      FLEXMOE_RETURN_IF_ERROR(copy());
+    } else {
+      StatusOr<std::byte *> space =
+          workspace((mine.sendRows + mine.recvRows) * rowBytes);
+      if (!space)
+        return space.status();
+      std::byte *back = *space, *there = back + mine.sendRows * rowBytes;
+      for (const plan::Segment &g : mine.recvs)
+        segments_.push_back({at(rows.data, g.slotOffset),
+                             at(there, g.recvOffset), g.rows * rowBytes});
+      FLEXMOE_RETURN_IF_ERROR(copy());
+      FLEXMOE_RETURN_IF_ERROR(exchangeRows(
+          there, mine.recvCounts, mine.recvOffsets, mine.recvRows, back,
+          mine.sendCounts, mine.sendOffsets, mine.sendRows, rowBytes));
+      FLEXMOE_RETURN_IF_ERROR(zeroOut());
+      for (const plan::Segment &g : mine.sends)
+        segments_.push_back(
+            {at(back, g.sendOffset), grouped(out.data, g), g.rows * rowBytes});
+      FLEXMOE_RETURN_IF_ERROR(copy());
+    }
+    hostInts_.assign(state.localCounts.begin(), state.localCounts.end());
   }
-  for (int64_t e = 0; e < numExperts; ++e)
-    outCounts.as<int32_t>()[e] = static_cast<int32_t>(state.localCounts[e]);
-  return Status::ok();
+  return stream_->copyFromHost(outCounts.data, hostInts_.data(),
+                               hostInts_.size() * sizeof(int32_t));
 }
 
 Status Executor::runReplicaGradSync(const fb::Instruction &instruction) {
@@ -774,7 +798,7 @@ Status Executor::runReplicaGradSync(const fb::Instruction &instruction) {
   for (size_t i = 0; i < instruction.inputs()->size(); ++i) {
     const Operand &in = operands_[instruction.inputs()->Get(i)];
     const Operand &out = operands_[instruction.outputs()->Get(i)];
-    copyIfDistinct(in, out);
+    FLEXMOE_RETURN_IF_ERROR(copyOperand(in, out));
     if (out.shape.empty() || out.shape[0] == 0)
       continue;
     int64_t perSlot = out.numElements() / out.shape[0];
@@ -788,7 +812,7 @@ Status Executor::runReplicaGradSync(const fb::Instruction &instruction) {
       }
       if (mySlot >= 0)
         FLEXMOE_RETURN_IF_ERROR(
-            comm_.groupSum(out.as<float>() + mySlot * perSlot, perSlot, ranks));
+            sumOverGroup(out.as<float>() + mySlot * perSlot, perSlot, ranks));
     }
   }
   return Status::ok();
@@ -797,21 +821,110 @@ Status Executor::runReplicaGradSync(const fb::Instruction &instruction) {
 Status Executor::runAllReduce(const fb::Instruction &instruction, bool mean) {
   const Operand &in = operands_[instruction.inputs()->Get(0)];
   const Operand &out = operands_[instruction.outputs()->Get(0)];
-  copyIfDistinct(in, out);
+  FLEXMOE_RETURN_IF_ERROR(copyOperand(in, out));
   device::ReduceOp op = mean ? device::ReduceOp::Mean : device::ReduceOp::Sum;
   auto start = std::chrono::steady_clock::now();
+  if (!commReadsArena()) {
+    // Staged through the host: blocking.
+    hostFloats_.resize(out.numElements());
+    Status status =
+        device_.copyToHost(hostFloats_.data(), out.data, out.numBytes());
+    if (status.isOk())
+      status = comm_.allReduce(hostFloats_.data(), out.numElements(), op);
+    if (status.isOk())
+      status =
+          device_.copyToDevice(out.data, hostFloats_.data(), out.numBytes());
+    exposedCommSeconds_ += secondsSince(start);
+    return status;
+  }
+  FLEXMOE_RETURN_IF_ERROR(beforeDeviceCollective());
   if (!options_.overlapCommunication) {
-    Status status = comm_.allReduce(out.as<float>(), out.numElements(), op);
+    Status status =
+        dataComm().allReduce(out.as<float>(), out.numElements(), op);
     exposedCommSeconds_ += secondsSince(start);
     return status;
   }
   StatusOr<device::Request> request =
-      comm_.startAllReduce(out.as<float>(), out.numElements(), op);
+      dataComm().startAllReduce(out.as<float>(), out.numElements(), op);
   exposedCommSeconds_ += secondsSince(start);
   if (!request)
     return request.status();
   inFlight_.push_back({runningInstruction_, *request});
   return Status::ok();
+}
+
+//===----------------------------------------------------------------------===//
+// Device data movement and staged collectives
+//===----------------------------------------------------------------------===//
+
+StatusOr<std::byte *> Executor::workspace(size_t bytes) {
+  if (!workspace_ || workspace_->size() < bytes) {
+    // Grow by half again, so that slowly growing plans reallocate rarely.
+    size_t size = std::max(bytes, workspace_ ? workspace_->size() * 3 / 2 : 0);
+    workspace_.reset();
+    FLEXMOE_RETURN_IF_ERROR(device_.synchronize());
+    StatusOr<std::unique_ptr<device::Arena>> arena =
+        device_.allocateArena(size);
+    if (!arena)
+      return Status(arena.status())
+          .withContext("allocating the all-to-all buffers");
+    workspace_ = std::move(*arena);
+  }
+  return workspace_->base();
+}
+
+Status Executor::beforeDeviceCollective() {
+  if (options_.deviceCommunicator && !device_.hostAccessible())
+    return stream_->synchronize();
+  return Status::ok();
+}
+
+Status Executor::exchangeRows(const std::byte *send,
+                              std::span<const int64_t> sendCounts,
+                              std::span<const int64_t> sendOffsets,
+                              int64_t sendRows, std::byte *recv,
+                              std::span<const int64_t> recvCounts,
+                              std::span<const int64_t> recvOffsets,
+                              int64_t recvRows, size_t rowBytes) {
+  if (commReadsArena()) {
+    FLEXMOE_RETURN_IF_ERROR(beforeDeviceCollective());
+    return dataComm().allToAllV(send, sendCounts, sendOffsets, recv, recvCounts,
+                                recvOffsets, rowBytes);
+  }
+  hostSend_.resize(sendRows * rowBytes);
+  hostRecv_.resize(recvRows * rowBytes);
+  FLEXMOE_RETURN_IF_ERROR(
+      device_.copyToHost(hostSend_.data(), send, hostSend_.size()));
+  FLEXMOE_RETURN_IF_ERROR(comm_.allToAllV(hostSend_.data(), sendCounts,
+                                          sendOffsets, hostRecv_.data(),
+                                          recvCounts, recvOffsets, rowBytes));
+  return device_.copyToDevice(recv, hostRecv_.data(), hostRecv_.size());
+}
+
+Status Executor::sumOverGroup(float *data, int64_t count,
+                              std::span<const int32_t> ranks) {
+  if (commReadsArena()) {
+    FLEXMOE_RETURN_IF_ERROR(beforeDeviceCollective());
+    return dataComm().groupSum(data, count, ranks);
+  }
+  hostFloats_.resize(count);
+  auto *bytes = reinterpret_cast<std::byte *>(data);
+  FLEXMOE_RETURN_IF_ERROR(
+      device_.copyToHost(hostFloats_.data(), bytes, count * sizeof(float)));
+  FLEXMOE_RETURN_IF_ERROR(comm_.groupSum(hostFloats_.data(), count, ranks));
+  return device_.copyToDevice(bytes, hostFloats_.data(), count * sizeof(float));
+}
+
+Status Executor::copyOperand(const Operand &in, const Operand &out) {
+  if (in.data == out.data)
+    return Status::ok();
+  device::CopySegment copy{in.data, out.data, in.numBytes()};
+  return stream_->copySegments({&copy, 1});
+}
+
+Status Executor::readInts(const Operand &operand, std::vector<int32_t> &out) {
+  out.resize(operand.numElements());
+  return device_.copyToHost(out.data(), operand.data, operand.numBytes());
 }
 
 //===----------------------------------------------------------------------===//

@@ -40,6 +40,13 @@ struct ExecutorOptions {
   /// updates, and at the end of the run. The results are the blocking
   /// path's. False: every all-reduce blocks where it stands.
   bool overlapCommunication = true;
+  /// Collectives on arena data (all-to-all rows, dense all-reduces,
+  /// replica-gradient sums) go through this communicator, which takes
+  /// device memory (NCCL); host data (counts, losses, norms, migrations)
+  /// still goes through the executor's communicator. Null: everything goes
+  /// through that one, and on a device the host cannot access the arena
+  /// data is staged through host memory (blocking; no overlap).
+  device::Communicator *deviceCommunicator = nullptr;
 };
 
 /// What one training step does beyond the program's own arithmetic.
@@ -259,10 +266,9 @@ private:
     /// The run (step or evaluate) whose counts `plan` was computed from.
     int64_t plannedRun = -1;
     std::vector<int64_t> localCounts, allCounts;
-    std::vector<std::byte> send, recv;
-    /// Capacity layers: the dispatch rows compacted to (or expanded from)
-    /// the packed expert-grouped order the plan works on.
-    std::vector<std::byte> packed;
+    /// localCounts' prefix sums: where each expert's rows start in the
+    /// packed expert-grouped order the plan works on.
+    std::vector<int64_t> expertStart;
     /// Token copies this rank routes per step (moe.dispatch's ids, T·k).
     int64_t routedCopies = 0;
     LayerStats stats;
@@ -298,8 +304,9 @@ private:
     double gradNorm = 0;
     /// The micro-batch being run (dropout masks differ per micro-batch).
     int64_t micro = 0;
-    /// Gradient accumulation: the running sum of each update's gradient.
-    std::vector<std::vector<float>> *accumulated = nullptr;
+    /// Gradient accumulation: the running sums (accumulation_) hold the
+    /// earlier micro-batches' gradients.
+    bool accumulated = false;
   };
 
   Executor(const program::LoadedProgram &program, device::Device &device,
@@ -318,6 +325,34 @@ private:
   Status runAllToAll(const fb::Instruction &instruction, bool dispatch);
   Status runReplicaGradSync(const fb::Instruction &instruction);
   Status runAllReduce(const fb::Instruction &instruction, bool mean);
+
+  // Data movement on the device (Stream operations) and collectives on arena
+  // data, staged through host memory when neither the device nor a device
+  // communicator lets the communicator read it.
+  /// Device memory of at least `bytes` bytes, kept between calls (its
+  /// contents are not).
+  StatusOr<std::byte *> workspace(size_t bytes);
+  /// True when arena pointers may go to a communicator as they are.
+  bool commReadsArena() const {
+    return device_.hostAccessible() || options_.deviceCommunicator;
+  }
+  device::Communicator &dataComm() const {
+    return options_.deviceCommunicator ? *options_.deviceCommunicator : comm_;
+  }
+  /// A device communicator runs on its own stream: the arena data it reads
+  /// must be written first.
+  Status beforeDeviceCollective();
+  Status exchangeRows(const std::byte *send,
+                      std::span<const int64_t> sendCounts,
+                      std::span<const int64_t> sendOffsets, int64_t sendRows,
+                      std::byte *recv, std::span<const int64_t> recvCounts,
+                      std::span<const int64_t> recvOffsets, int64_t recvRows,
+                      size_t rowBytes);
+  Status sumOverGroup(float *data, int64_t count,
+                      std::span<const int32_t> ranks);
+  Status copyOperand(const device::Operand &in, const device::Operand &out);
+  /// Host copies of int32 device data (counts).
+  Status readInts(const device::Operand &operand, std::vector<int32_t> &out);
 
   const program::LoadedProgram &program_;
   device::Device &device_;
@@ -348,7 +383,17 @@ private:
     bool expert;           // differs per rank: summed over the ranks
   };
   std::vector<NormTerm> normTerms_;
-  std::vector<std::vector<float>> accumulated_;
+  /// Gradient accumulation: one running sum per update's gradient, at
+  /// accumulationOffsets_[u] bytes into accumulation_ (device memory).
+  std::unique_ptr<device::Arena> accumulation_;
+  std::vector<size_t> accumulationOffsets_;
+  /// workspace()'s memory; the segment lists and host staging of the
+  /// all-to-alls, kept so that steps reuse their storage.
+  std::unique_ptr<device::Arena> workspace_;
+  std::vector<device::CopySegment> segments_;
+  std::vector<std::byte> hostSend_, hostRecv_;
+  std::vector<float> hostFloats_;
+  std::vector<int32_t> hostInts_;
 
   // --- Communication overlap (ExecutorOptions::overlapCommunication) ---
   /// Computes waitsBefore_ once, from the arena layout.

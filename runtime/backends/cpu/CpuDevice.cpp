@@ -52,6 +52,11 @@ public:
         std::memmove(segment.dst, segment.src, segment.bytes);
     return Status::ok();
   }
+  Status copyFromHost(std::byte *dst, const void *src, size_t bytes) override {
+    if (bytes > 0)
+      std::memcpy(dst, src, bytes);
+    return Status::ok();
+  }
   Status zero(std::byte *dst, size_t bytes) override {
     if (bytes > 0)
       std::memset(dst, 0, bytes);

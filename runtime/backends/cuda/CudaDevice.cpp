@@ -120,6 +120,17 @@ public:
     return withScratch([&] { return launchCopySegments(segments, context_); },
                        "copySegments");
   }
+  Status copyFromHost(std::byte *dst, const void *src, size_t bytes) override {
+    if (bytes == 0)
+      return Status::ok();
+    FLEXMOE_RETURN_IF_ERROR(
+        cudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
+    // From pageable memory the driver stages the bytes before returning, so
+    // the caller may reuse src at once.
+    return cudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
+                                      context_.stream),
+                      "cudaMemcpyAsync (host to device)");
+  }
   Status zero(std::byte *dst, size_t bytes) override {
     if (bytes == 0)
       return Status::ok();
