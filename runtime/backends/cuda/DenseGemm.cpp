@@ -1,9 +1,16 @@
-//===- DenseGemm.cpp - row-major fp32 GEMMs through cuBLASLt --------------===//
+//===- DenseGemm.cpp - row-major GEMMs through cuBLASLt -------------------===//
 //
 // cuBLASLt is column-major; a row-major C = op(A)·op(B) is the column-major
 // Cᵀ = op(B)ᵀ·op(A)ᵀ, so the operands swap and no data moves. The bias
 // epilogue adds one value per row of the column-major Cᵀ, i.e. per column
 // of the row-major C: the Linear bias.
+//
+// Every matrix is fp32 in memory with an fp32 scale type. The compute type
+// follows LaunchContext::precision: CUBLAS_COMPUTE_32F (F32: fp32 FMA, no
+// TF32) or CUBLAS_COMPUTE_32F_FAST_16BF (BF16: cuBLASLt rounds A and B to
+// bfloat16 for the tensor cores and accumulates in fp32), a combination
+// cuBLASLt accepts for 32F A/B/C/D with the bias epilogue (the bias stays
+// fp32, the type of D).
 //
 //===----------------------------------------------------------------------===//
 
@@ -68,10 +75,13 @@ Status gemm(const GemmShape &shape, const float *a, const float *b,
     return Status::error("gemm with k = 0 and a bias is not supported");
   }
   // Column-major view: C'(n × m) = op'(B)(n × k) · op'(A)(k × m).
+  const bool bf16 = context.precision == device::MathPrecision::BF16;
   MatmulDesc desc;
-  FLEXMOE_LT(
-      cublasLtMatmulDescCreate(&desc.handle, CUBLAS_COMPUTE_32F, CUDA_R_32F),
-      "cublasLtMatmulDescCreate");
+  FLEXMOE_LT(cublasLtMatmulDescCreate(&desc.handle,
+                                      bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                           : CUBLAS_COMPUTE_32F,
+                                      CUDA_R_32F),
+             "cublasLtMatmulDescCreate");
   cublasOperation_t opA = shape.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t opB = shape.transA ? CUBLAS_OP_T : CUBLAS_OP_N;
   FLEXMOE_LT(cublasLtMatmulDescSetAttribute(
@@ -125,7 +135,8 @@ Status gemm(const GemmShape &shape, const float *a, const float *b,
              "cublasLtMatmulAlgoGetHeuristic");
   if (found == 0)
     return errorf("cuBLASLt has no algorithm for a ", shape.m, "x", shape.k,
-                  " by ", shape.k, "x", shape.n, " fp32 matmul");
+                  " by ", shape.k, "x", shape.n, " ",
+                  bf16 ? "fp32 (bf16 compute)" : "fp32", " matmul");
   const float alpha = 1.0f, beta = 0.0f;
   FLEXMOE_LT(cublasLtMatmul(context.lt, desc.handle, &alpha, b, layoutB.handle,
                             a, layoutA.handle, &beta, c, layoutC.handle, c,
