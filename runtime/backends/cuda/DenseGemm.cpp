@@ -16,7 +16,9 @@
 
 #include "runtime/backends/cuda/kernels/DenseKernels.h"
 
+#include <cstdint>
 #include <memory>
+#include <utility>
 
 namespace flexmoe::cuda {
 
@@ -56,6 +58,17 @@ Status makeLayout(Layout &layout, int64_t rows, int64_t cols, int64_t ld,
                "cublasLtMatrixLayoutSetAttribute (batch stride)");
   }
   return Status::ok();
+}
+
+/// The alignment cuBLASLt may assume for a matrix: the largest power of two
+/// up to 256 bytes dividing its address and, when batched, its batch stride
+/// in bytes (every batch's start). The heuristic otherwise assumes 256 and
+/// may pick a kernel that the buffer's real alignment cannot serve.
+uint32_t alignmentOf(const void *data, int64_t batch, int64_t stride) {
+  uintptr_t bits = reinterpret_cast<uintptr_t>(data) | 256;
+  if (batch > 1)
+    bits |= static_cast<uintptr_t>(stride) * sizeof(float);
+  return static_cast<uint32_t>(bits & (~bits + 1));
 }
 
 } // namespace
@@ -126,6 +139,20 @@ Status gemm(const GemmShape &shape, const float *a, const float *b,
                  preference.handle, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                  &workspace, sizeof(workspace)),
              "cublasLtMatmulPreferenceSetAttribute (workspace)");
+  // cuBLASLt's A and B are the swapped operands; C and D are both c.
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] =
+      {{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+        alignmentOf(b, shape.batch, shape.strideB)},
+       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        alignmentOf(a, shape.batch, shape.strideA)},
+       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+        alignmentOf(c, shape.batch, shape.strideC)},
+       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+        alignmentOf(c, shape.batch, shape.strideC)}};
+  for (const auto &[attribute, bytes] : alignments)
+    FLEXMOE_LT(cublasLtMatmulPreferenceSetAttribute(
+                   preference.handle, attribute, &bytes, sizeof(bytes)),
+               "cublasLtMatmulPreferenceSetAttribute (alignment)");
   cublasLtMatmulHeuristicResult_t result = {};
   int found = 0;
   FLEXMOE_LT(cublasLtMatmulAlgoGetHeuristic(
