@@ -32,19 +32,30 @@ constexpr double kExactOperandsRel = 1e-3;
 /// beyond 1e-2.
 constexpr double kRoundedIntermediateRel = 1e-2;
 
-void expectBf16MatchesCpu(const InstructionBytes &instruction,
-                          const std::vector<HostTensor> &inputs,
-                          const std::vector<HostTensor> &outputShapes,
-                          const std::vector<double> &rel) {
+/// Runs the instruction on the CPU (fp32) and on a BF16 CudaDevice and
+/// compares each float output within rel[o] of its rms (integer outputs
+/// exactly); returns the CPU's outputs.
+std::vector<HostTensor>
+expectBf16MatchesCpu(const InstructionBytes &instruction,
+                     const std::vector<HostTensor> &inputs,
+                     const std::vector<HostTensor> &outputShapes,
+                     const std::vector<double> &rel) {
   std::vector<HostTensor> cpuOut = outputShapes, gpuOut = outputShapes;
   Status cpu = runOnCpu(instruction.get(), inputs, cpuOut);
-  ASSERT_TRUE(cpu.isOk()) << "CPU: " << cpu.message();
+  EXPECT_TRUE(cpu.isOk()) << "CPU: " << cpu.message();
   Status gpu = runOnGpuWith(bf16Options(), instruction.get(), inputs, gpuOut);
-  ASSERT_TRUE(gpu.isOk()) << "GPU: " << gpu.message();
-  ASSERT_EQ(rel.size(), cpuOut.size());
-  for (size_t o = 0; o < cpuOut.size(); ++o)
-    EXPECT_TRUE(closeRelativeToRms(cpuOut[o].f32, gpuOut[o].f32, rel[o]))
-        << "output " << o;
+  EXPECT_TRUE(gpu.isOk()) << "GPU: " << gpu.message();
+  EXPECT_EQ(rel.size(), cpuOut.size());
+  if (!cpu.isOk() || !gpu.isOk() || rel.size() != cpuOut.size())
+    return cpuOut;
+  for (size_t o = 0; o < cpuOut.size(); ++o) {
+    if (cpuOut[o].type == fb::ElementType::I32)
+      EXPECT_EQ(cpuOut[o].i32, gpuOut[o].i32) << "output " << o;
+    else
+      EXPECT_TRUE(closeRelativeToRms(cpuOut[o].f32, gpuOut[o].f32, rel[o]))
+          << "output " << o;
+  }
+  return cpuOut;
 }
 
 int64_t product(const std::vector<int64_t> &shape) {
@@ -201,3 +212,25 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<ExpertsCase> &info) {
       return std::string(info.param.name);
     });
+
+TEST(Bf16Gate, StaysFp32) {
+  FLEXMOE_REQUIRE_GPU();
+  // The gate's GEMMs stay fp32 in BF16 mode (routing is discrete): on
+  // inputs that are not bf16 values, the same expert ids as the CPU and
+  // fp32 tolerances (1e-4 of the rms; rounding x and w to bf16 would move
+  // the logits, and so probs and gradients, by ~1e-3).
+  const int64_t T = 77, D = 45, E = 7, K = 2;
+  AttrsFn attrs = [&](flatbuffers::FlatBufferBuilder &b) {
+    return fb::CreateGateAttrs(b, K).Union();
+  };
+  const HostTensor x = floats({T, D}, 51), w = floats({D, E}, 52);
+  std::vector<HostTensor> gate = expectBf16MatchesCpu(
+      InstructionBytes(OpCode::Gate, OpAttrs::GateAttrs, attrs), {x, w},
+      {output({T, E}), output({T, K}, fb::ElementType::I32), output({T, K})},
+      {1e-4, 0, 1e-4});
+  ASSERT_EQ(gate.size(), 3u);
+  expectBf16MatchesCpu(
+      InstructionBytes(OpCode::GateGrad, OpAttrs::GateAttrs, attrs),
+      {x, w, gate[0], gate[1], floats({T, K}, 53), floats({T, E}, 54)},
+      {output({T, D}), output({D, E})}, {1e-4, 1e-4});
+}
