@@ -7,10 +7,10 @@
 //
 // Every matrix is fp32 in memory with an fp32 scale type. The compute type
 // follows LaunchContext::precision: CUBLAS_COMPUTE_32F (F32: fp32 FMA, no
-// TF32) or CUBLAS_COMPUTE_32F_FAST_16BF (BF16: cuBLASLt rounds A and B to
-// bfloat16 for the tensor cores and accumulates in fp32), a combination
-// cuBLASLt accepts for 32F A/B/C/D with the bias epilogue (the bias stays
-// fp32, the type of D).
+// TF32) or CUBLAS_COMPUTE_32F_FAST_16BF (BF16: cuBLASLt may round A and B to
+// bfloat16 for the tensor cores, or to TF32 where it has no bf16 kernel for
+// the shape, and accumulates in fp32), a combination cuBLASLt accepts for 32F
+// A/B/C/D with the bias epilogue (the bias stays fp32, the type of D).
 //
 //===----------------------------------------------------------------------===//
 
