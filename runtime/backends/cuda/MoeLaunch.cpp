@@ -64,6 +64,9 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
   if (!scratch)
     return Status::error("launchMoe: the launch context has no scratch memory");
   switch (ins->opcode()) {
+  // The gate's GEMMs stay fp32 whatever context.precision says: top-k
+  // routing is discrete (a bf16 logit flips near-ties between experts) and
+  // its N is the expert count, far too narrow for tensor-core tiles.
   case fb::OpCode::Gate: {
     const char *op = "moe.gate";
     FLEXMOE_MOE_ATTRS(GateAttrs);
@@ -154,13 +157,15 @@ Status launchMoe(const KernelCall &call, LaunchContext &context) {
       return moeExperts(in[0].as<float>(), in[1].as<int32_t>(), w1.as<float>(),
                         in[3].as<float>(), in[4].as<float>(), in[5].as<float>(),
                         rows, dim, hidden, groups, attrs->capacity(),
-                        activation, out[0].as<float>(), stream, scratch);
+                        activation, out[0].as<float>(), stream, scratch,
+                        context.precision);
     return moeExpertsGrad(
         in[0].as<float>(), in[1].as<int32_t>(), w1.as<float>(),
         in[3].as<float>(), in[4].as<float>(), in[5].as<float>(),
         in[6].as<float>(), rows, dim, hidden, groups, attrs->capacity(),
         activation, out[0].as<float>(), out[1].as<float>(), out[2].as<float>(),
-        out[3].as<float>(), out[4].as<float>(), stream, scratch);
+        out[3].as<float>(), out[4].as<float>(), stream, scratch,
+        context.precision);
   }
   case fb::OpCode::Combine: {
     const char *op = "moe.combine";

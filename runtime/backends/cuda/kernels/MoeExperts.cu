@@ -128,8 +128,9 @@ StatusOr<Prepared> prepare(const char *op, const int32_t *counts,
 
 /// C_g = A_g·op(B_g) over the group's rows (M varies).
 GroupedGemm rowsGemm(const Prepared &p, int64_t numGroups, int64_t numRows,
-                     int64_t N, int64_t K) {
+                     int64_t N, int64_t K, device::MathPrecision precision) {
   GroupedGemm gemm;
+  gemm.precision = precision;
   gemm.var = GroupedGemm::Var::M;
   gemm.numGroups = numGroups;
   gemm.M = numRows;
@@ -144,8 +145,9 @@ GroupedGemm rowsGemm(const Prepared &p, int64_t numGroups, int64_t numRows,
 Status firstLayer(const char *op, const Prepared &p, const float *routed,
                   const float *w1, const float *b1, int64_t numRows, int64_t D,
                   int64_t H, int64_t G, MoeAct activation, float *out,
-                  float *activated, cudaStream_t stream) {
-  GroupedGemm gemm = rowsGemm(p, G, numRows, H, D);
+                  float *activated, cudaStream_t stream,
+                  device::MathPrecision precision) {
+  GroupedGemm gemm = rowsGemm(p, G, numRows, H, D, precision);
   gemm.A = routed;
   gemm.lda = D;
   gemm.aRowStart = p.layout.start;
@@ -170,7 +172,8 @@ Status moeExperts(const float *routed, const int32_t *counts, const float *w1,
                   const float *b1, const float *w2, const float *b2,
                   int64_t numRows, int64_t modelDim, int64_t hiddenDim,
                   int64_t numGroups, int64_t capacity, MoeAct activation,
-                  float *out, cudaStream_t stream, const MoeScratch &scratch) {
+                  float *out, cudaStream_t stream, const MoeScratch &scratch,
+                  device::MathPrecision precision) {
   const char *op = "moe.experts";
   StatusOr<Prepared> preparedOr =
       prepare(op, counts, numRows, modelDim, hiddenDim, numGroups, capacity,
@@ -191,10 +194,11 @@ Status moeExperts(const float *routed, const int32_t *counts, const float *w1,
     return hiddenOr.status();
   float *hidden = *hiddenOr;
   FLEXMOE_RETURN_IF_ERROR(firstLayer(op, p, routed, w1, b1, numRows, D, H, G,
-                                     activation, hidden, nullptr, stream));
+                                     activation, hidden, nullptr, stream,
+                                     precision));
   zeroOutsideKernel<<<numRows, 128, 0, stream>>>(p.layout, G, capacity, D, out);
   FLEXMOE_RETURN_IF_ERROR(opStatus(op, cudaGetLastError()));
-  GroupedGemm second = rowsGemm(p, G, numRows, D, H);
+  GroupedGemm second = rowsGemm(p, G, numRows, D, H, precision);
   second.A = hidden;
   second.lda = H;
   second.aRowStart = p.layout.hiddenStart;
@@ -217,7 +221,8 @@ Status moeExpertsGrad(const float *routed, const int32_t *counts,
                       int64_t modelDim, int64_t hiddenDim, int64_t numGroups,
                       int64_t capacity, MoeAct activation, float *dRouted,
                       float *dw1, float *db1, float *dw2, float *db2,
-                      cudaStream_t stream, const MoeScratch &scratch) {
+                      cudaStream_t stream, const MoeScratch &scratch,
+                      device::MathPrecision precision) {
   const char *op = "moe.experts_grad";
   StatusOr<Prepared> preparedOr =
       prepare(op, counts, numRows, modelDim, hiddenDim, numGroups, capacity,
@@ -247,7 +252,8 @@ Status moeExpertsGrad(const float *routed, const int32_t *counts,
         *dAct = hidden + numRows * H;
   // Recompute: preact = x·w1 + b1 (kept for act'), hidden = act(preact).
   FLEXMOE_RETURN_IF_ERROR(firstLayer(op, p, routed, w1, b1, numRows, D, H, G,
-                                     activation, preact, hidden, stream));
+                                     activation, preact, hidden, stream,
+                                     precision));
 
   // db2 = Σ rows of dy; dw2 = hᵀ·dy (K = the group's rows: zero if empty).
   if (D > 0) {
@@ -256,6 +262,7 @@ Status moeExpertsGrad(const float *routed, const int32_t *counts,
     FLEXMOE_RETURN_IF_ERROR(opStatus(op, cudaGetLastError()));
   }
   GroupedGemm dw2Gemm;
+  dw2Gemm.precision = precision;
   dw2Gemm.var = GroupedGemm::Var::K;
   dw2Gemm.numGroups = G;
   dw2Gemm.M = H;
@@ -278,7 +285,7 @@ Status moeExpertsGrad(const float *routed, const int32_t *counts,
       opStatus(op, detail::launchGroupedGemm(dw2Gemm, 0, stream)));
 
   // dAct = (dy·w2ᵀ) ⊙ act'(preact), the derivative fused in the epilogue.
-  GroupedGemm dhGemm = rowsGemm(p, G, numRows, H, D);
+  GroupedGemm dhGemm = rowsGemm(p, G, numRows, H, D, precision);
   dhGemm.A = dy;
   dhGemm.lda = D;
   dhGemm.aRowStart = p.layout.start;
@@ -303,6 +310,7 @@ Status moeExpertsGrad(const float *routed, const int32_t *counts,
     FLEXMOE_RETURN_IF_ERROR(opStatus(op, cudaGetLastError()));
   }
   GroupedGemm dw1Gemm;
+  dw1Gemm.precision = precision;
   dw1Gemm.var = GroupedGemm::Var::K;
   dw1Gemm.numGroups = G;
   dw1Gemm.M = D;
@@ -324,7 +332,7 @@ Status moeExpertsGrad(const float *routed, const int32_t *counts,
   FLEXMOE_RETURN_IF_ERROR(
       opStatus(op, detail::launchGroupedGemm(dw1Gemm, 0, stream)));
 
-  GroupedGemm dxGemm = rowsGemm(p, G, numRows, D, H);
+  GroupedGemm dxGemm = rowsGemm(p, G, numRows, D, H, precision);
   dxGemm.A = dAct;
   dxGemm.lda = H;
   dxGemm.aRowStart = p.layout.hiddenStart;

@@ -21,6 +21,7 @@
 #ifndef FLEXMOE_RUNTIME_BACKENDS_CUDA_KERNELS_MOEKERNELS_CUH
 #define FLEXMOE_RUNTIME_BACKENDS_CUDA_KERNELS_MOEKERNELS_CUH
 
+#include "runtime/device/Device.h"
 #include "runtime/support/Status.h"
 
 #include <cuda_runtime.h>
@@ -98,21 +99,23 @@ Status moeCombineGrad(const float *expertOut, const int32_t *positions,
 
 /// moe.experts: a grouped GEMM whose blocks read the group counts on the
 /// device (no host loop over groups), bias and activation in the epilogue.
-/// activation is Gelu or Relu.
+/// activation is Gelu or Relu. With BF16 precision every GEMM rounds its
+/// operands to bfloat16 and runs on tensor cores (fp32 accumulation).
 Status moeExperts(const float *routed, const int32_t *counts, const float *w1,
                   const float *b1, const float *w2, const float *b2,
                   int64_t numRows, int64_t modelDim, int64_t hiddenDim,
                   int64_t numGroups, int64_t capacity, MoeAct activation,
-                  float *out, cudaStream_t stream, const MoeScratch &scratch);
+                  float *out, cudaStream_t stream, const MoeScratch &scratch,
+                  device::MathPrecision precision = device::MathPrecision::F32);
 
 /// moe.experts_grad: recomputes the first GEMM, as the CPU kernel does.
-Status moeExpertsGrad(const float *routed, const int32_t *counts,
-                      const float *w1, const float *b1, const float *w2,
-                      const float *b2, const float *dy, int64_t numRows,
-                      int64_t modelDim, int64_t hiddenDim, int64_t numGroups,
-                      int64_t capacity, MoeAct activation, float *dRouted,
-                      float *dw1, float *db1, float *dw2, float *db2,
-                      cudaStream_t stream, const MoeScratch &scratch);
+Status moeExpertsGrad(
+    const float *routed, const int32_t *counts, const float *w1,
+    const float *b1, const float *w2, const float *b2, const float *dy,
+    int64_t numRows, int64_t modelDim, int64_t hiddenDim, int64_t numGroups,
+    int64_t capacity, MoeAct activation, float *dRouted, float *dw1, float *db1,
+    float *dw2, float *db2, cudaStream_t stream, const MoeScratch &scratch,
+    device::MathPrecision precision = device::MathPrecision::F32);
 
 namespace detail {
 
@@ -154,10 +157,47 @@ struct GroupedGemm {
   MoeAct act = MoeAct::None;
   float *C2 = nullptr;
   const float *derivOf = nullptr;
+
+  /// BF16: operands rounded to bfloat16 (nearest even) as they are staged
+  /// in shared memory, WMMA tensor-core products, fp32 accumulation and
+  /// epilogue. F32: the SIMT fp32 kernel.
+  device::MathPrecision precision = device::MathPrecision::F32;
 };
 
-/// Tile height of the grouped GEMM (the unit of tileStart).
+/// Tile height of the grouped GEMM (the unit of tileStart), the same for
+/// both kernels so that one tile schedule serves either precision.
 inline constexpr int kTileM = 64;
+/// Tile widths: the fp32 SIMT kernel's and the bf16 WMMA kernel's.
+inline constexpr int kF32TileN = 64;
+inline constexpr int kBf16TileN = 128;
+
+/// The launch grid of a grouped GEMM: x = M tiles (VarM: the flat tile
+/// list's bound), y = N tiles, z = groups (1 for VarM). Empty when there is
+/// nothing to compute; `fits` is false when a dimension exceeds CUDA's grid
+/// limits (2^31 − 1 in x, 65535 in y and z). Host-side, unit-tested.
+struct GroupedGemmGrid {
+  int64_t x = 0, y = 0, z = 0;
+  bool fits = true;
+  bool empty() const { return x <= 0 || y <= 0 || z <= 0; }
+};
+inline GroupedGemmGrid groupedGemmGrid(const GroupedGemm &gemm,
+                                       int64_t maxTiles) {
+  GroupedGemmGrid grid;
+  if (gemm.N <= 0 || gemm.numGroups <= 0)
+    return grid;
+  const bool varM = gemm.var == GroupedGemm::Var::M;
+  const int64_t tileN =
+      gemm.precision == device::MathPrecision::BF16 ? kBf16TileN : kF32TileN;
+  grid.x = varM ? maxTiles : (gemm.M + kTileM - 1) / kTileM;
+  if (grid.x <= 0) {
+    grid.x = 0;
+    return grid;
+  }
+  grid.y = (gemm.N + tileN - 1) / tileN;
+  grid.z = varM ? 1 : gemm.numGroups;
+  grid.fits = grid.x <= 0x7fffffffLL && grid.y <= 65535 && grid.z <= 65535;
+  return grid;
+}
 
 /// Enqueues a grouped GEMM. For VarM, maxTiles is an upper bound of
 /// tileStart[numGroups] (the grid's size: blocks past the real count exit).
