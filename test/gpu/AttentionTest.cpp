@@ -252,9 +252,10 @@ TEST(CudaAttention, OddLengthsAndEveryHeadTileMatchTheCpu) {
 TEST(CudaAttention, SixteenThousandPositions) {
   FLEXMOE_REQUIRE_GPU();
   // The first kernels stopped at 12032 positions forward, 6016 backward.
-  // Sums over up to 16384 terms: a looser tolerance than the short cases.
-  expectSameAsCpu({1, 16384, 64, 2, true, 0}, 7, 1e-3, 1e-4);
-  expectSameAsCpu({1, 16384, 32, 1, false, 300}, 8, 1e-3, 1e-4);
+  // Sums over up to 16384 terms: twice the short cases' tolerance (a CPU
+  // emulation of these kernels was within 1e-6 of fp64 at 1500 positions).
+  expectSameAsCpu({1, 16384, 64, 2, true, 0}, 7, 2e-4, 2e-5);
+  expectSameAsCpu({1, 16384, 32, 1, false, 300}, 8, 2e-4, 2e-5);
 }
 
 TEST(CudaAttention, ResultsAreBitwiseDeterministic) {
