@@ -407,8 +407,20 @@ Status flexmoe::cuda::launchDense(const KernelCall &call,
   case fb::OpCode::Attention:
   case fb::OpCode::AttentionGrad: {
     FLEXMOE_ATTRS(AttentionAttrs);
+    const bool forward = ins->opcode() == fb::OpCode::Attention;
+    if (in.size() != (forward ? 3u : 4u) || out.size() != (forward ? 1u : 3u))
+      return errorf(forward ? "attention" : "attention_grad", " takes ",
+                    forward ? 3 : 4, " operands and gives ", forward ? 1 : 3,
+                    ", not ", in.size(), " and ", out.size());
     if (in[0].shape.size() != 3)
       return Status::error("attention operands must be [B, S, D]");
+    // The kernels read every operand with q's shape.
+    for (const std::vector<Operand> *list : {&in, &out})
+      for (const Operand &operand : *list)
+        if (!std::ranges::equal(operand.shape, in[0].shape))
+          return errorf("attention operand '", operand.name, "' is ",
+                        shapeString(operand.shape), ", not q's ",
+                        shapeString(in[0].shape));
     AttentionConfig config;
     config.batch = in[0].shape[0];
     config.seq = in[0].shape[1];
@@ -416,7 +428,7 @@ Status flexmoe::cuda::launchDense(const KernelCall &call,
     config.numHeads = attrs->num_heads();
     config.causal = attrs->causal();
     config.window = attrs->window();
-    if (ins->opcode() == fb::OpCode::Attention)
+    if (forward)
       return attentionKernel(in[0].as<float>(), in[1].as<float>(),
                              in[2].as<float>(), config, out[0].as<float>(),
                              stream);

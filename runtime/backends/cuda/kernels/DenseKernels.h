@@ -10,6 +10,7 @@
 #define FLEXMOE_RUNTIME_BACKENDS_CUDA_KERNELS_DENSEKERNELS_H
 
 #include "runtime/backends/cuda/CudaContext.h"
+#include "runtime/support/HostDevice.h"
 
 #include <cstdint>
 
@@ -89,19 +90,112 @@ Status crossEntropyGradKernel(const float *logits, const int32_t *labels,
                               const float *dloss, float *dlogits,
                               LaunchContext &context);
 
-// Attention (DenseAttention.cu): q, k, v, out of [batch, seq, dim], heads
-// split along dim; scale 1/sqrt(dim / numHeads); the CPU's causal and window
-// visibility. Sequences are limited by the kernels' shared memory.
+// Attention (DenseAttention.cu, docs/cuda-attention.md): q, k, v, out of
+// [batch, seq, dim], heads split along dim; scale 1/sqrt(dim / numHeads);
+// the CPU's causal and window visibility. Flash-style: query and key tiles
+// through shared memory with an online softmax, no [S, S] matrix anywhere
+// and no limit on the sequence length; fp32 SIMT math at either precision.
 struct AttentionConfig {
   int64_t batch = 1, seq = 1, dim = 1;
   int64_t numHeads = 1;
   bool causal = false;
   int64_t window = 0;
 };
+
+/// An inclusive range of positions.
+struct AttentionRange {
+  int64_t lo, hi;
+};
+
+/// The keys query i (< seq) sees, as the CPU's visibleKeys: with window
+/// w > 0, 0 <= i-j < w (causal) or |i-j| < w. lo and hi never decrease
+/// with i, and the range always holds i.
+FLEXMOE_HOST_DEVICE inline AttentionRange
+attentionKeysSeenBy(int64_t query, const AttentionConfig &c) {
+  int64_t lo = 0, hi = c.seq - 1;
+  if (c.causal)
+    hi = query;
+  if (c.window > 0) {
+    lo = query - c.window + 1 > 0 ? query - c.window + 1 : 0;
+    if (!c.causal)
+      hi = c.window - 1 < c.seq - 1 - query ? query + c.window - 1 : c.seq - 1;
+  }
+  return {lo, hi};
+}
+
+/// The queries that see key j (< seq): the inverse of attentionKeysSeenBy,
+/// what the dk/dv kernel walks. Also never decreasing, also holds j.
+FLEXMOE_HOST_DEVICE inline AttentionRange
+attentionQueriesSeeing(int64_t key, const AttentionConfig &c) {
+  int64_t lo = c.causal ? key : 0, hi = c.seq - 1;
+  if (c.window > 0) {
+    if (!c.causal)
+      lo = key - c.window + 1 > 0 ? key - c.window + 1 : 0;
+    // Written so that a huge window cannot overflow.
+    hi = c.window - 1 < c.seq - 1 - key ? key + c.window - 1 : c.seq - 1;
+  }
+  return {lo, hi};
+}
+
+/// A block owns kAttentionOwnRows rows (queries in the forward and dq
+/// kernels, keys in the dk/dv kernel) and streams the other side through
+/// shared memory kAttentionStreamRows rows at a time; the kernels' thread
+/// layouts assume exactly these values and kAttentionThreads threads.
+constexpr int kAttentionOwnRows = 64, kAttentionStreamRows = 32;
+constexpr int kAttentionThreads = 256;
+
+/// Floats of shared memory per block for a head tile of `t` columns (rows
+/// padded to t + 1 floats against bank conflicts); the kernels carve their
+/// buffers in this order.
+constexpr int64_t attentionForwardSharedFloats(int64_t t) {
+  // q [own], k, v [stream], probabilities [own][stream], row rescale
+  return (kAttentionOwnRows + 2 * kAttentionStreamRows) * (t + 1) +
+         kAttentionOwnRows * (kAttentionStreamRows + 1) + kAttentionOwnRows;
+}
+constexpr int64_t attentionGradQuerySharedFloats(int64_t t) {
+  // q, dy [own], k, v [stream], ds [own][stream], lse and row dot [own]
+  return (2 * kAttentionOwnRows + 2 * kAttentionStreamRows) * (t + 1) +
+         kAttentionOwnRows * (kAttentionStreamRows + 1) + 2 * kAttentionOwnRows;
+}
+constexpr int64_t attentionGradKeySharedFloats(int64_t t) {
+  // k, v [own], q, dy [stream], p and ds [own][stream], lse and row dot
+  // [stream]
+  return (2 * kAttentionOwnRows + 2 * kAttentionStreamRows) * (t + 1) +
+         2 * kAttentionOwnRows * (kAttentionStreamRows + 1) +
+         2 * kAttentionStreamRows;
+}
+
+/// How the kernels cut one call (host-side, no CUDA calls; tested on the
+/// CPU). Head dims up to 32 and 64 get their own head tile; larger ones use
+/// 128-column tiles, and past 128 the output columns are split into
+/// `columnChunks` blocks along grid y (each recomputes the scores over the
+/// whole head dim; the row statistics come from the chunks in a fixed
+/// order).
+struct AttentionPlan {
+  int64_t headDim = 0;
+  int headTile = 0;
+  int64_t columnChunks = 0;
+  int64_t tasks = 0;    // batch x heads
+  int64_t ownTiles = 0; // ceil(seq / kAttentionOwnRows)
+  float scale = 1;
+  size_t forwardSharedBytes = 0, gradQuerySharedBytes = 0,
+         gradKeySharedBytes = 0;
+  /// The backward's scratch: the log-sum-exp of every (task, query) row,
+  /// then columnChunks partial sums of dy . out per row.
+  size_t gradScratchBytes = 0;
+  /// Nothing to compute (a size is zero).
+  bool empty() const { return tasks == 0 || ownTiles == 0 || headDim == 0; }
+};
+/// Checks the sizes (as the CPU's verifyAttentionConfig) and the grid
+/// limits, and cuts the call.
+StatusOr<AttentionPlan> planAttention(const AttentionConfig &config);
+
 Status attentionKernel(const float *q, const float *k, const float *v,
                        const AttentionConfig &config, float *out,
                        cudaStream_t stream);
-/// Deterministic: every row of dq, dk and dv is summed by one block.
+/// Deterministic (no atomics): a statistics pass writes each row's
+/// log-sum-exp and dy . out to scratch, then dq is summed by query tiles and
+/// dk, dv by key tiles, each recomputing the probabilities.
 Status attentionGradKernel(const float *q, const float *k, const float *v,
                            const float *dy, const AttentionConfig &config,
                            float *dq, float *dk, float *dv,
