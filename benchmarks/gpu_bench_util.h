@@ -1,4 +1,5 @@
-//===- gpu_bench_util.h - helpers of the CUDA benchmarks ---------*- C++ -*-===//
+//===- gpu_bench_util.h - helpers of the CUDA benchmarks ---------*- C++
+//-*-===//
 //
 // What the GPU benchmarks share: one serialised fb::Instruction per op (the
 // kernels read only its opcode and attributes, as in test/gpu), device
@@ -32,8 +33,8 @@ namespace flexmoe::gpu_bench {
 /// One serialised instruction with no buffer ids (calls carry operands).
 class InstructionBytes {
 public:
-  using AttrsFn =
-      std::function<flatbuffers::Offset<void>(flatbuffers::FlatBufferBuilder &)>;
+  using AttrsFn = std::function<flatbuffers::Offset<void>(
+      flatbuffers::FlatBufferBuilder &)>;
   InstructionBytes(fb::OpCode opcode, fb::OpAttrs attrsType = fb::OpAttrs::NONE,
                    const AttrsFn &attrs = nullptr) {
     flatbuffers::FlatBufferBuilder builder;

@@ -147,7 +147,8 @@ struct Row {
   Row &str(const std::string &key, const std::string &value) {
     std::string quoted = "\"";
     for (char c : value)
-      quoted += c == '"' || c == '\\' ? std::string("\\") + c : std::string(1, c);
+      quoted +=
+          c == '"' || c == '\\' ? std::string("\\") + c : std::string(1, c);
     fields.emplace_back(key, quoted + "\"");
     return *this;
   }
@@ -181,10 +182,10 @@ public:
       jsonl_ << row.json() << "\n" << std::flush;
     if (csv_.is_open()) {
       static const char *columns[] = {
-          "bench",          "impl",          "status",         "precision",
-          "tokens",         "d_model",       "hidden",         "experts",
-          "top_k",          "layer_ms",      "fwd_ms",         "experts_fwd_ms",
-          "experts_bwd_ms", "expert_tflops", "gemm_ms",        "tflops",
+          "bench",          "impl",          "status",  "precision",
+          "tokens",         "d_model",       "hidden",  "experts",
+          "top_k",          "layer_ms",      "fwd_ms",  "experts_fwd_ms",
+          "experts_bwd_ms", "expert_tflops", "gemm_ms", "tflops",
           "reason"};
       std::string line;
       for (const char *column : columns) {
@@ -285,15 +286,15 @@ std::string gib(double bytes) {
 }
 
 /// The MoE layer's forward + backward at one configuration.
-Row benchLayer(device::Device &device, device::Stream &stream,
-               const Options &o, const std::string &precision, int64_t d,
-               int64_t e) {
+Row benchLayer(device::Device &device, device::Stream &stream, const Options &o,
+               const std::string &precision, int64_t d, int64_t e) {
   const int64_t T = o.tokens, K = o.topK, H = o.hiddenMult * d, N = T * K;
   Row row = baseRow("flexmoe", precision, T, d, H, e, K);
   using fb::ElementType;
   ArenaPlan plan;
   DeviceTensor *x = plan.add({T, d}), *wg = plan.add({d, e});
-  DeviceTensor *probs = plan.add({T, e}), *ids = plan.add({T, K}, ElementType::I32),
+  DeviceTensor *probs = plan.add({T, e}),
+               *ids = plan.add({T, K}, ElementType::I32),
                *combine = plan.add({T, K}), *aux = plan.add({});
   DeviceTensor *routed = plan.add({N, d}),
                *positions = plan.add({T, K}, ElementType::I32),
@@ -315,8 +316,8 @@ Row benchLayer(device::Device &device, device::Stream &stream,
   const double available = freeDeviceBytes();
   if (needed > 0.92 * available)
     return row.str("status", "skip")
-        .str("reason", "needs about " + gib(needed) + ", " + gib(available) +
-                           " free");
+        .str("reason",
+             "needs about " + gib(needed) + ", " + gib(available) + " free");
   if (Status s = plan.allocate(device); !s.isOk())
     return row.str("status", "skip").str("reason", s.message());
 
@@ -358,8 +359,7 @@ Row benchLayer(device::Device &device, device::Stream &stream,
       auxLoss(OpCode::AuxLoss, OpAttrs::AuxLossAttrs, auxAttrs),
       dispatch(OpCode::Dispatch, OpAttrs::DispatchAttrs, dispatchAttrs),
       experts(OpCode::Experts, OpAttrs::ExpertsAttrs, expertsAttrs),
-      combineOp(OpCode::Combine),
-      combineGrad(OpCode::CombineGrad),
+      combineOp(OpCode::Combine), combineGrad(OpCode::CombineGrad),
       expertsGrad(OpCode::ExpertsGrad, OpAttrs::ExpertsAttrs, expertsAttrs),
       dispatchGrad(OpCode::DispatchGrad),
       auxLossGrad(OpCode::AuxLossGrad, OpAttrs::AuxLossAttrs, auxAttrs),
@@ -378,8 +378,7 @@ Row benchLayer(device::Device &device, device::Stream &stream,
                {dRouted, dw1, db1, dw2, db2}),
       makeCall(dispatchGrad, {dRouted, positions}, {dxDispatch}),
       makeCall(auxLossGrad, {probs, ids, dLoss}, {dProbs}),
-      makeCall(gateGrad, {x, wg, probs, ids, dCombine, dProbs},
-               {dxGate, dwg})};
+      makeCall(gateGrad, {x, wg, probs, ids, dCombine, dProbs}, {dxGate, dwg})};
 
   auto launchAll = [&](const std::vector<device::KernelCall> &calls) {
     for (const device::KernelCall &call : calls)
@@ -403,8 +402,8 @@ Row benchLayer(device::Device &device, device::Stream &stream,
     expertsFwdMs = medianMs([&] { return stream.launch(forward[3]); }, sync, 1,
                             o.iters, o.maxSeconds);
   if (expertsFwdMs)
-    expertsBwdMs = medianMs([&] { return stream.launch(backward[1]); }, sync,
-                            1, o.iters, o.maxSeconds);
+    expertsBwdMs = medianMs([&] { return stream.launch(backward[1]); }, sync, 1,
+                            o.iters, o.maxSeconds);
   for (const StatusOr<double> *r :
        {&layerMs, &fwdMs, &expertsFwdMs, &expertsBwdMs})
     if (!*r)
@@ -456,10 +455,9 @@ Row benchDeviceMatmul(device::Device &device, device::Stream &stream,
         return fb::CreateMatmulAttrs(builder, false, false).Union();
       });
   const device::KernelCall call = makeCall(matmul, {a, b}, {c});
-  StatusOr<double> ms =
-      medianMs([&] { return stream.launch(call); },
-               [&] { return stream.synchronize(); }, o.warmup, o.iters,
-               o.maxSeconds);
+  StatusOr<double> ms = medianMs([&] { return stream.launch(call); },
+                                 [&] { return stream.synchronize(); }, o.warmup,
+                                 o.iters, o.maxSeconds);
   if (!ms)
     return row.str("status", "error").str("reason", ms.status().message());
   return row.str("status", "ok")
@@ -649,6 +647,10 @@ int main(int argc, char **argv) {
     output.add(row);
     failures += field(row, "status") == "error";
   };
+  // One device (and stream) per precision; the grid runs the smaller
+  // d_model first so that a run cut short keeps whole rows of both.
+  std::vector<std::unique_ptr<cuda::CudaDevice>> devices;
+  std::vector<std::unique_ptr<device::Stream>> streams;
   for (const std::string &precision : o.precisions) {
     cuda::CudaDeviceOptions options;
     options.precision = precision == "bf16" ? device::MathPrecision::BF16
@@ -667,14 +669,18 @@ int main(int argc, char **argv) {
                    stream.status().message().c_str());
       return 1;
     }
-    for (int64_t d : o.dModels) {
-      emit(benchDeviceMatmul(**device, **stream, o, precision, d));
+    devices.push_back(std::move(device).value());
+    streams.push_back(std::move(stream).value());
+  }
+  for (int64_t d : o.dModels)
+    for (size_t p = 0; p < o.precisions.size(); ++p) {
+      const std::string &precision = o.precisions[p];
+      emit(benchDeviceMatmul(*devices[p], *streams[p], o, precision, d));
       if (precision == "bf16")
         emit(benchRawBf16(o, d));
       for (int64_t e : o.experts)
-        emit(benchLayer(**device, **stream, o, precision, d, e));
+        emit(benchLayer(*devices[p], *streams[p], o, precision, d, e));
     }
-  }
   if (failures)
     std::fprintf(stderr, "gpu_moe_layer: %d configuration(s) failed\n",
                  failures);

@@ -298,8 +298,6 @@ def main(argv=None):
         print(f"torch_moe_layer: --device {args.device}: {e}",
               file=sys.stderr)
         return 2
-    if args.self_check:
-        return self_check(torch, device)
     out = open(args.jsonl, "w") if args.jsonl else None
 
     def emit(row):
@@ -325,9 +323,13 @@ def main(argv=None):
 
     if device.type == "cuda" and not torch.cuda.is_available():
         print("torch_moe_layer: no CUDA device\nSKIP torch_moe_layer")
+        if args.self_check:
+            return 0
         emit({"bench": "moe_layer", "impl": "torch-eager", "status": "skip",
               "reason": "no CUDA device"})
         return 0
+    if args.self_check:
+        return self_check(torch, device)
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else "cpu")
     print(f"torch_moe_layer: torch {torch.__version__} on {name}, "
