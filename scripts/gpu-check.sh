@@ -84,12 +84,14 @@ mkdir -p "$outdir" || usage "cannot create '$outdir'"
 outdir=$(cd "$outdir" && pwd)
 work=$(mktemp -d /tmp/flexmoe-gpu-check.XXXXXX)
 start_all=$(date +%s)
-exec > >(tee "$outdir/gpu-check.log") 2>&1
+# Everything below runs in one group whose output also goes to
+# gpu-check.log; its exit status is the script's.
+{
 
 PYTHON=${PYTHON:-python3}
 B=$bundle
 MEMCHECK_FILTER=${GPU_CHECK_MEMCHECK_FILTER:--CudaHost.*:*Errors.*}
-RACECHECK_FILTER=${GPU_CHECK_RACECHECK_FILTER:-Moe*Test*:CudaDense.Softmax*:CudaDense.LayerNorm*:CudaDense.Attention*:CudaDense.ReduceSum*:CudaDense.CrossEntropy*:CudaDense.Embedding*}
+RACECHECK_FILTER=${GPU_CHECK_RACECHECK_FILTER:-*Moe*Test*:CudaDense.Softmax*:CudaDense.LayerNorm*:CudaDense.Attention*:CudaDense.ReduceSum*:CudaDense.CrossEntropy*:CudaDense.Embedding*}
 # Tolerances of the training comparison (test/GPU/train-cuda.test uses the
 # same; docs/gpu-runbook.md justifies them).
 FP32_STEP1="--steps 1 --rtol 1e-5 --atol 1e-6"
@@ -104,6 +106,7 @@ unset OMPI_COMM_WORLD_SIZE PMIX_RANK PMI_RANK PMI_SIZE MPI_LOCALNRANKS SLURM_PRO
 # Python's site-packages (NCCL may live only there), then the toolkit's.
 # Only the bundled binaries get this path; Python keeps its own.
 libroot=$(mktemp -d /tmp/flexmoe-gpu-libs.XXXXXX)
+trap 'rm -rf "$work" "$libroot"' EXIT
 tar -xzf "$B/lib.tar.gz" -C "$libroot" || usage "cannot unpack $B/lib.tar.gz"
 libs="$libroot/lib"
 if command -v "$PYTHON" >/dev/null 2>&1; then
@@ -358,6 +361,7 @@ stage train-step 90 "gpu torch" st_train_step
 echo
 cat "$outdir/summary.txt"
 [ -f "$outdir/report.md" ] && { echo; cat "$outdir/report.md"; }
-rm -rf "$work" "$libroot"
 ((failures == 0)) || exit 1
 exit 0
+} 2>&1 | tee "$outdir/gpu-check.log"
+exit "${PIPESTATUS[0]}"
