@@ -93,7 +93,7 @@ B=$bundle
 MEMCHECK_FILTER=${GPU_CHECK_MEMCHECK_FILTER:--CudaHost.*:*Errors.*}
 RACECHECK_FILTER=${GPU_CHECK_RACECHECK_FILTER:-*Moe*Test*:CudaDense.Softmax*:CudaDense.LayerNorm*:CudaDense.Attention*:CudaDense.ReduceSum*:CudaDense.CrossEntropy*:CudaDense.Embedding*}
 # Tolerances of the training comparison (test/GPU/train-cuda.test uses the
-# same; docs/gpu-runbook.md justifies them).
+# same and justifies them).
 FP32_STEP1="--steps 1 --rtol 1e-5 --atol 1e-6"
 FP32_ALL="--rtol 5e-4 --atol 1e-5"
 BF16_STEP1="--steps 1 --rtol 1e-2 --atol 1e-3"
