@@ -178,6 +178,12 @@ public:
   /// auxiliary losses excluded): the evaluation loss.
   StatusOr<float> evaluate();
 
+  /// ExecutorOptions::deviceCommunicator, set after create() (a NCCL
+  /// communicator is made once every rank has its device); between steps.
+  void setDeviceCommunicator(device::Communicator *comm) {
+    options_.deviceCommunicator = comm;
+  }
+
   /// Steps completed so far.
   int64_t stepsDone() const { return stepsDone_; }
   /// Sets the step counter, for a resume from a checkpoint: AdamW's bias

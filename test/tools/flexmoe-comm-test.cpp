@@ -31,12 +31,18 @@
 //                   gradient norms, parameters and optimizer state agree
 //                   (relative difference at most X, default 0: bitwise) and
 //                   that the overlapped run had all-reduces in flight
+//   --guarded W.fmoe [--steps N] [--tolerance X]
+//                   the same comparison between the CPU device and the
+//                   guarded one of test/unit/executor/GuardedDevice.h (no
+//                   host access to the arena: the executor's GPU paths, with
+//                   every collective staged through host memory)
 //
 // --hang-before also takes async_all_reduce: rank R never starts the
 // non-blocking all-reduces, and the others time out waiting for them.
 //
 //===----------------------------------------------------------------------===//
 
+#include "../unit/executor/GuardedDevice.h"
 #include "runtime/backends/cpu/CpuDevice.h"
 #include "runtime/device/MpiCommunicator.h"
 #include "runtime/executor/Executor.h"
@@ -535,9 +541,11 @@ private:
 /// executor's communication overlap on and off (one step of each in turn,
 /// so their collectives never interleave), and compares everything the
 /// steps produce. Steps alternate gradient clipping (the updates then need
-/// every all-reduce done first) and use two micro-batches once.
+/// every all-reduce done first) and use two micro-batches once. `guarded`:
+/// the second executor runs on a GuardedDevice instead, overlap on in both
+/// (the guarded one stages its collectives, so it blocks).
 int runOverlap(MpiCommunicator &comm, const std::string &path, int64_t steps,
-               double tolerance) {
+               double tolerance, bool guarded) {
   int64_t r = comm.rank();
   auto fatal = [&](const std::string &message) {
     std::fprintf(stderr, "flexmoe-comm-test: rank %lld: %s\n",
@@ -562,16 +570,19 @@ int runOverlap(MpiCommunicator &comm, const std::string &path, int64_t steps,
       v = id(rng);
 
   cpu::CpuDevice overlapDevice, blockingDevice;
+  testing::GuardedDevice guardedDevice;
   CountingCommunicator overlapComm(comm), blockingComm(comm);
   executor::ExecutorOptions on, off;
   on.overlapCommunication = true;
-  off.overlapCommunication = false;
+  off.overlapCommunication = guarded;
   StatusOr<std::unique_ptr<executor::Executor>> overlapped =
       executor::Executor::create(*loaded, overlapDevice, overlapComm, on);
   if (!overlapped)
     fatal(overlapped.status().message());
+  device::Device &second =
+      guarded ? static_cast<device::Device &>(guardedDevice) : blockingDevice;
   StatusOr<std::unique_ptr<executor::Executor>> blocking =
-      executor::Executor::create(*loaded, blockingDevice, blockingComm, off);
+      executor::Executor::create(*loaded, second, blockingComm, off);
   if (!blocking)
     fatal(blocking.status().message());
 
@@ -602,8 +613,10 @@ int runOverlap(MpiCommunicator &comm, const std::string &path, int64_t steps,
       results[which] = *result;
     }
     if (r == 0)
-      std::printf("step %lld loss %.6f (overlap) %.6f (blocking)\n",
-                  static_cast<long long>(s), results[0].loss, results[1].loss);
+      std::printf("step %lld loss %.6f (%s) %.6f (%s)\n",
+                  static_cast<long long>(s), results[0].loss,
+                  guarded ? "cpu" : "overlap", results[1].loss,
+                  guarded ? "guarded" : "blocking");
     compare(results[0].loss, results[1].loss);
     compare(results[0].gradNorm, results[1].gradNorm);
   }
@@ -613,17 +626,33 @@ int runOverlap(MpiCommunicator &comm, const std::string &path, int64_t steps,
     if (buffer.alias_of() >= 0 || !program::isPersistent(buffer.kind()))
       continue;
     const device::Operand &x = (*overlapped)->buffer(b);
-    const device::Operand &y = (*blocking)->buffer(b);
+    std::vector<float> y(x.numElements());
+    if (Status read = second.copyToHost(y.data(), (*blocking)->buffer(b).data,
+                                        x.numBytes());
+        !read.isOk())
+      fatal(read.message());
     for (int64_t i = 0; i < x.numElements(); ++i)
-      compare(x.as<float>()[i], y.as<float>()[i]);
+      compare(x.as<float>()[i], y[i]);
   }
   int failures = 0;
   if (!(worst <= tolerance)) {
     std::fprintf(stderr,
-                 "flexmoe-comm-test: rank %lld: overlap on and off differ: "
+                 "flexmoe-comm-test: rank %lld: %s differ: "
                  "worst relative difference %.3g (tolerance %.3g)\n",
-                 static_cast<long long>(r), worst, tolerance);
+                 static_cast<long long>(r),
+                 guarded ? "the CPU and the guarded device"
+                         : "overlap on and off",
+                 worst, tolerance);
     ++failures;
+  }
+  if (guarded) {
+    if (failures)
+      return 1;
+    std::printf("rank %lld: the guarded device matches the CPU over %lld "
+                "steps (worst relative difference %.3g)\n",
+                static_cast<long long>(r), static_cast<long long>(steps),
+                worst);
+    return 0;
   }
   // The overlapped executor must really overlap, the other really block.
   if (overlapComm.blocking != 0 || overlapComm.maxInFlight < 2) {
@@ -692,6 +721,7 @@ int usage(const std::string &problem) {
                "--executor W.fmoe "
                "--reference W1.fmoe "
                "[--steps N] [--tolerance X] | --overlap W.fmoe [--steps N] "
+               "[--tolerance X] | --guarded W.fmoe [--steps N] "
                "[--tolerance X]]\n",
                problem.c_str());
   return 1;
@@ -733,6 +763,7 @@ int main(int argc, char **argv) {
   bool mismatchedRecv = false;
   std::string hangAt = "all_gather";
   std::string program, reference, overlapProgram;
+  bool guardedRun = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> const char * {
@@ -742,7 +773,7 @@ int main(int argc, char **argv) {
     if ((arg == "--die-rank" || arg == "--hang-rank" ||
          arg == "--hang-at-setup" || arg == "--hang-before" ||
          arg == "--steps" || arg == "--executor" || arg == "--reference" ||
-         arg == "--tolerance" || arg == "--overlap") &&
+         arg == "--tolerance" || arg == "--overlap" || arg == "--guarded") &&
         !(v = value()))
       return usage(arg + " needs a value");
     if (arg == "--die-rank")
@@ -762,7 +793,10 @@ int main(int argc, char **argv) {
       toleranceGiven = true;
     } else if (arg == "--overlap")
       overlapProgram = v;
-    else if (arg == "--executor")
+    else if (arg == "--guarded") {
+      overlapProgram = v;
+      guardedRun = true;
+    } else if (arg == "--executor")
       program = v;
     else if (arg == "--reference")
       reference = v;
@@ -813,7 +847,7 @@ int main(int argc, char **argv) {
     return runExecutor(comm, program, reference, steps, tolerance);
   if (!overlapProgram.empty())
     return runOverlap(comm, overlapProgram, steps,
-                      toleranceGiven ? tolerance : 0.0);
+                      toleranceGiven ? tolerance : 0.0, guardedRun);
 
   if (r == dieRank) {
     std::fprintf(stderr,

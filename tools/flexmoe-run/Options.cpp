@@ -46,8 +46,12 @@ Training:
                             (default cosine)
   --clip-grad <x>           Clip gradients to this global L2 norm, 0 = off
                             (default 1.0)
-  --loss-scale <x>          Static loss scale; steps whose gradients overflow
-                            are skipped (default 1)
+  --loss-scale <x|dynamic>  Loss scale; steps whose gradients overflow are
+                            skipped (default 1). dynamic: start at 65536, halve
+                            after an overflow, double after
+                            --loss-scale-window overflow-free steps
+  --loss-scale-window <n>   Overflow-free steps that double a dynamic loss
+                            scale (default 2000)
   --seed <n>                Seeds the parameters and the batches (default 0)
 
 Evaluation and logging:
@@ -67,6 +71,18 @@ Checkpoints:
                             extension, or a directory: its latest); flags not
                             given come from the checkpoint, and new
                             checkpoints go beside it unless --checkpoint-dir
+
+Device:
+  --device <d>              cpu|cuda|cuda:<n> (default cpu). cuda: one GPU per
+                            rank, the rank's local index modulo the node's GPUs
+                            unless <n> is given; under mpirun the all-to-alls
+                            and all-reduces then go through NCCL
+  --precision <p>           fp32|bf16 (default fp32). bf16 (CUDA): GEMMs round
+                            their operands to bfloat16 and accumulate in fp32
+                            on tensor cores; parameters, optimizer state and
+                            activations stay fp32 (fp32 master weights)
+  --deterministic           CUDA: no floating-point atomics whose order changes
+                            results (the CPU is always deterministic)
 
 Communication:
   --no-overlap              Run every gradient all-reduce blocking, where the
@@ -227,10 +243,44 @@ Status flexmoe::run::parseOptions(int argc, char **argv, Options &options,
        }},
       {"loss-scale",
        [&](std::string_view v) {
+         if (v == "dynamic") {
+           o.dynamicLossScale = true;
+           o.lossScale = 65536;
+           return Status::ok();
+         }
+         o.dynamicLossScale = false;
          Status s = parseReal("loss-scale", v, 0, 3e38, o.lossScale);
          if (s.isOk() && !(o.lossScale > 0))
            return errorf("--loss-scale must be positive, got ", v);
          return s;
+       }},
+      {"loss-scale-window",
+       [&](std::string_view v) {
+         return parseInt("loss-scale-window", v, 1, o.lossScaleWindow);
+       }},
+      {"device",
+       [&](std::string_view v) {
+         if (v == "cpu" || v == "cuda") {
+           o.device = v;
+           o.cudaIndex = -1;
+           return Status::ok();
+         }
+         if (v.starts_with("cuda:")) {
+           o.device = "cuda";
+           Status s = parseInt("device", v.substr(5), 0, o.cudaIndex);
+           if (!s.isOk())
+             return errorf("--device cuda:<n> needs a GPU index >= 0, got '", v,
+                           "'");
+           return s;
+         }
+         return errorf("--device must be cpu, cuda or cuda:<n>, got '", v, "'");
+       }},
+      {"precision",
+       [&](std::string_view v) {
+         if (v != "fp32" && v != "bf16")
+           return errorf("--precision must be fp32 or bf16, got '", v, "'");
+         o.precision = v;
+         return Status::ok();
        }},
       {"seed",
        [&](std::string_view v) {
@@ -362,6 +412,7 @@ Status flexmoe::run::parseOptions(int argc, char **argv, Options &options,
   // Flags without a value.
   std::map<std::string, bool *, std::less<>> switches = {
       {"check-replicas", &o.checkReplicas},
+      {"deterministic", &o.deterministic},
       {"no-overlap", &noOverlap},
   };
 
@@ -417,6 +468,12 @@ Status flexmoe::run::parseOptions(int argc, char **argv, Options &options,
   if (o.program.empty())
     return Status::error("no program given: flexmoe-run <program.fmoe> "
                          "[options] (see --help)");
+  if (o.precision == "bf16" && o.device != "cuda")
+    return Status::error("--precision bf16 needs --device cuda (the CPU "
+                         "backend computes in fp32)");
+  if (o.given.count("loss-scale-window") && !o.dynamicLossScale)
+    return Status::error("--loss-scale-window applies to --loss-scale "
+                         "dynamic only");
   if (o.given.count("min-lr") && o.given.count("lr") && o.minLr > o.lr)
     return errorf("--min-lr ", o.minLr, " exceeds --lr ", o.lr);
   return Status::ok();

@@ -43,7 +43,19 @@ struct Options {
   int64_t warmup = -1; ///< < 0: min(100, steps / 10)
   Schedule schedule = Schedule::Cosine;
   double clipGrad = 1.0;
+  /// The static loss scale; with dynamicLossScale the initial one.
   double lossScale = 1.0;
+  bool dynamicLossScale = false;
+  /// Overflow-free steps that double a dynamic loss scale.
+  int64_t lossScaleWindow = 2000;
+  /// "cpu" or "cuda"; cudaIndex < 0: the rank's local index modulo the
+  /// node's GPUs.
+  std::string device = "cpu";
+  int64_t cudaIndex = -1;
+  /// "fp32" or "bf16" (CUDA only).
+  std::string precision = "fp32";
+  /// CUDA's deterministic mode (the CPU always is).
+  bool deterministic = false;
   uint64_t seed = 0;
   int64_t evalEvery = 0; ///< 0: steps / 5
   int64_t evalBatches = 16;

@@ -19,6 +19,11 @@
 #include "runtime/executor/Executor.h"
 #include "runtime/train/Checkpoint.h"
 #include "runtime/train/Dataset.h"
+#include "runtime/train/LossScaler.h"
+#ifdef FLEXMOE_HAVE_CUDA
+#include "runtime/backends/cuda/CudaDevice.h"
+#include "runtime/device/NcclCommunicator.h"
+#endif
 
 #include <atomic>
 #include <chrono>
@@ -51,6 +56,16 @@ int localRanks() {
        {"OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_LOCAL_SIZE", "MPI_LOCALNRANKS"})
     if (const char *value = std::getenv(name))
       if (int n = std::atoi(value); n > 0)
+        return n;
+  return 0;
+}
+
+/// This rank's index among the ranks of its node per the launcher, or 0.
+int localRankInEnvironment() {
+  for (const char *name : {"OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK",
+                           "MPI_LOCALRANKID", "SLURM_LOCALID"})
+    if (const char *value = std::getenv(name))
+      if (int n = std::atoi(value); n >= 0)
         return n;
   return 0;
 }
@@ -140,6 +155,10 @@ nlohmann::json trainerState(const Options &o, int64_t tokensSeen,
           {"schedule", scheduleName(o.schedule)},
           {"clip_grad", o.clipGrad},
           {"loss_scale", o.lossScale},
+          {"loss_scale_dynamic", o.dynamicLossScale},
+          {"loss_scale_window", o.lossScaleWindow},
+          {"device", o.device},
+          {"precision", o.precision},
           {"seed", o.seed},
           {"eval_every", o.evalEvery},
           {"eval_batches", o.evalBatches},
@@ -192,6 +211,10 @@ Status mergeSavedOptions(const nlohmann::json &saved, Options &o,
   FLEXMOE_RETURN_IF_ERROR(take("schedule", "schedule", schedule));
   FLEXMOE_RETURN_IF_ERROR(take("clip-grad", "clip_grad", o.clipGrad));
   FLEXMOE_RETURN_IF_ERROR(take("loss-scale", "loss_scale", o.lossScale));
+  FLEXMOE_RETURN_IF_ERROR(
+      take("loss-scale", "loss_scale_dynamic", o.dynamicLossScale));
+  FLEXMOE_RETURN_IF_ERROR(
+      take("loss-scale-window", "loss_scale_window", o.lossScaleWindow));
   FLEXMOE_RETURN_IF_ERROR(take("seed", "seed", o.seed));
   FLEXMOE_RETURN_IF_ERROR(take("eval-every", "eval_every", o.evalEvery));
   FLEXMOE_RETURN_IF_ERROR(take("eval-batches", "eval_batches", o.evalBatches));
@@ -279,8 +302,16 @@ private:
   std::optional<program::LoadedProgram> program_;
   std::optional<train::Dataset> data_;
   train::ProgramInputShape shape_;
-  cpu::CpuDevice device_;
+  /// Creates device_ (and, for CUDA under a launcher, the NCCL
+  /// communicator the executor's data collectives go through).
+  Status createDevice();
+
+  std::unique_ptr<device::Device> device_;
+  /// The CPU backend's threads; 0 on a GPU.
+  int cpuThreads_ = 0;
   device::Communicator &comm_;
+  std::unique_ptr<device::Communicator> deviceComm_;
+  std::optional<train::LossScaler> scaler_;
   bool failedTogether_ = false;
   std::unique_ptr<executor::Executor> executor_;
   std::unique_ptr<PlacementControl> control_;
@@ -336,6 +367,9 @@ Status Trainer::saveCheckpoint(int64_t step) {
   double elapsed = elapsedBefore_ + seconds(Clock::now() - start_);
   nlohmann::json state =
       trainerState(o_, tokensSeen_, elapsed, data_->numTokens());
+  if (scaler_)
+    state["loss_scale_state"] = {{"scale", scaler_->scale()},
+                                 {"good_steps", scaler_->goodSteps()}};
   state["placements"] = control_->placementsJson();
   FLEXMOE_RETURN_IF_ERROR(train::saveCheckpoint(*executor_, path, state));
   lastCheckpoint_ = path;
@@ -450,12 +484,13 @@ Status Trainer::setUp(bool &progress) {
                 " tokens, the checkpoint's " + saved["data_tokens"].dump() +
                 "; the resumed run will not match an uninterrupted one");
 
-  // The executor, and the checkpoint it resumes from.
+  // The device, the executor, and the checkpoint it resumes from.
+  FLEXMOE_RETURN_IF_ERROR(createDevice());
   executor::ExecutorOptions executorOptions;
   executorOptions.seed = o_.seed;
   executorOptions.overlapCommunication = o_.overlap;
   StatusOr<std::unique_ptr<executor::Executor>> created =
-      executor::Executor::create(*program_, device_, comm_, executorOptions);
+      executor::Executor::create(*program_, *device_, comm_, executorOptions);
   if (!created)
     return created.status();
   executor_ = std::move(created).value();
@@ -504,9 +539,68 @@ Status Trainer::setUp(bool &progress) {
   return Status::ok();
 }
 
+Status Trainer::createDevice() {
+  if (o_.device == "cpu") {
+    auto cpu = std::make_unique<cpu::CpuDevice>();
+    cpuThreads_ = cpu->numThreads();
+    device_ = std::move(cpu);
+    return Status::ok();
+  }
+#ifdef FLEXMOE_HAVE_CUDA
+  StatusOr<int> count = cuda::cudaDeviceCount();
+  if (!count)
+    return Status(count.status()).withContext("--device cuda");
+  if (*count == 0)
+    return Status::error("--device cuda: no CUDA device found");
+  cuda::CudaDeviceOptions options;
+  // Ranks of one node take its GPUs in turn.
+  options.index = o_.cudaIndex >= 0
+                      ? static_cast<int>(o_.cudaIndex)
+                      : static_cast<int>(localRankInEnvironment() % *count);
+  options.deterministic = o_.deterministic;
+  options.precision = o_.precision == "bf16" ? device::MathPrecision::BF16
+                                             : device::MathPrecision::F32;
+  StatusOr<std::unique_ptr<cuda::CudaDevice>> created =
+      cuda::CudaDevice::create(options);
+  if (!created)
+    return Status(created.status()).withContext("--device cuda");
+  device_ = std::move(created).value();
+  return Status::ok();
+#else
+  return Status::error("--device cuda: this flexmoe-run was built without "
+                       "CUDA (configure with the CUDA toolkit and "
+                       "-DFLEXMOE_ENABLE_CUDA=ON)");
+#endif
+}
+
 StatusOr<int> Trainer::run() {
   bool progress = false;
   FLEXMOE_RETURN_IF_ERROR(agree(setUp(progress), "to set up"));
+#ifdef FLEXMOE_HAVE_CUDA
+  // Every rank has its GPU: NCCL carries the collectives on device data.
+  if (o_.device == "cuda" && comm_.worldSize() > 1) {
+    auto *gpu = static_cast<cuda::CudaDevice *>(device_.get());
+    StatusOr<std::unique_ptr<device::NcclCommunicator>> nccl =
+        device::NcclCommunicator::create(comm_, gpu->index());
+    Status made = nccl ? Status::ok() : Status(nccl.status());
+    FLEXMOE_RETURN_IF_ERROR(agree(made, "to create the NCCL communicator"));
+    deviceComm_ = std::move(nccl).value();
+    executor_->setDeviceCommunicator(deviceComm_.get());
+  }
+#endif
+  if (o_.dynamicLossScale) {
+    scaler_.emplace(o_.lossScaleWindow);
+    if (saved_.contains("loss_scale_state")) {
+      const nlohmann::json &state = saved_["loss_scale_state"];
+      if (!state.is_object() || !state.contains("scale") ||
+          !state["scale"].is_number() || !state.contains("good_steps") ||
+          !state["good_steps"].is_number_integer())
+        return Status::error("the checkpoint's trainer state has a bad "
+                             "'loss_scale_state'");
+      FLEXMOE_RETURN_IF_ERROR(scaler_->restore(
+          state["scale"].get<double>(), state["good_steps"].get<int64_t>()));
+    }
+  }
   const fb::Program &prog = program_->program();
   const std::string &resumePath = resumePath_;
   const std::vector<std::string> &layerNames = layerNames_;
@@ -517,18 +611,22 @@ StatusOr<int> Trainer::run() {
   int64_t microBatches = o_.batch / programBatch;
   int64_t tokensPerStep = o_.batch * shape_.seqLen;
   char line[512];
+  std::string where = o_.device == "cpu"
+                          ? std::to_string(cpuThreads_) + " thread(s)"
+                          : device_->name() + " (" + o_.precision +
+                                (o_.deterministic ? ", deterministic" : "") +
+                                ")";
   std::snprintf(line, sizeof line,
                 "program %s: %s parameters, %zu MoE layer(s), vocab %lld, "
                 "seq %lld, batch %lld x %lld micro-batch(es), %lld rank(s) "
-                "x %d thread(s)",
+                "x %s",
                 o_.program.c_str(),
                 humanCount(static_cast<double>(countParameters(prog))).c_str(),
                 layerNames.size(), static_cast<long long>(shape_.vocabSize),
                 static_cast<long long>(shape_.seqLen),
                 static_cast<long long>(programBatch),
                 static_cast<long long>(microBatches),
-                static_cast<long long>(comm_.worldSize()),
-                device_.numThreads());
+                static_cast<long long>(comm_.worldSize()), where.c_str());
   sink_.print(line);
   std::snprintf(
       line, sizeof line,
@@ -543,12 +641,13 @@ StatusOr<int> Trainer::run() {
   sink_.print(line);
   std::snprintf(line, sizeof line,
                 "%s steps %lld..%lld: lr %.2e -> %.2e (%s, warm-up %lld), "
-                "clip %.2f, loss scale %g, seed %llu",
+                "clip %.2f, loss scale %g%s, seed %llu",
                 resumePath.empty() ? "train" : "resume",
                 static_cast<long long>(firstStep),
                 static_cast<long long>(o_.steps), o_.lr, o_.minLr,
                 scheduleName(o_.schedule), static_cast<long long>(o_.warmup),
-                o_.clipGrad, o_.lossScale,
+                o_.clipGrad, scaler_ ? scaler_->scale() : o_.lossScale,
+                scaler_ ? " (dynamic)" : "",
                 static_cast<unsigned long long>(o_.seed));
   sink_.print(line);
   if (o_.placementPolicy != "static" || o_.skew != SkewKind::None)
@@ -582,7 +681,8 @@ StatusOr<int> Trainer::run() {
     executor::StepOptions options;
     options.lr = static_cast<float>(learningRate(o_, step));
     options.maxGradNorm = static_cast<float>(o_.clipGrad);
-    options.lossScale = static_cast<float>(o_.lossScale);
+    options.lossScale =
+        static_cast<float>(scaler_ ? scaler_->scale() : o_.lossScale);
     options.microBatches = microBatches;
     int64_t microTokens = shape_.localBatch * shape_.seqLen;
     options.loadMicroBatch = [&](int64_t micro) {
@@ -615,6 +715,10 @@ StatusOr<int> Trainer::run() {
     record.lr = options.lr;
     record.gradNorm = result->gradNorm;
     record.skipped = result->skipped;
+    if (scaler_ && scaler_->update(result->skipped) && result->skipped)
+      sink_.print("step " + std::to_string(step) +
+                  ": gradients overflowed; loss scale lowered to " +
+                  std::to_string(static_cast<int64_t>(scaler_->scale())));
     record.stepMs = elapsed * 1e3;
     record.tokensPerSecond = tokensPerStep / elapsed;
     record.elapsedSeconds = elapsedBefore_ + seconds(Clock::now() - start_);
