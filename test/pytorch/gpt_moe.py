@@ -216,9 +216,9 @@ def attention(q, k, v, num_heads, causal, window):
         return t.view(b, s, num_heads, hd).transpose(1, 2)
 
     scores = heads(q) @ heads(k).transpose(-1, -2) * (1.0 / math.sqrt(hd))
-    i = torch.arange(s).view(s, 1)
-    j = torch.arange(s).view(1, s)
-    visible = torch.ones(s, s, dtype=torch.bool)
+    i = torch.arange(s, device=q.device).view(s, 1)
+    j = torch.arange(s, device=q.device).view(1, s)
+    visible = torch.ones(s, s, dtype=torch.bool, device=q.device)
     if causal:
         visible &= j <= i
     if window > 0:

@@ -578,7 +578,20 @@ StatusOr<int> Trainer::run() {
   FLEXMOE_RETURN_IF_ERROR(agree(setUp(progress), "to set up"));
 #ifdef FLEXMOE_HAVE_CUDA
   // Every rank has its GPU: NCCL carries the collectives on device data.
+  // NCCL refuses two ranks on one GPU; ranks sharing GPUs (a test set-up)
+  // stage their collectives through MPI in host memory instead.
+  bool gpuPerRank = true;
   if (o_.device == "cuda" && comm_.worldSize() > 1) {
+    StatusOr<int> gpus = cuda::cudaDeviceCount();
+    double shared = gpus && localRanks() > *gpus ? 1 : 0;
+    FLEXMOE_RETURN_IF_ERROR(
+        comm_.allReduceHost({&shared, 1}, device::ReduceOp::Sum));
+    gpuPerRank = shared == 0;
+    if (!gpuPerRank)
+      sink_.print("note: ranks share GPUs, and NCCL needs one GPU per rank: "
+                  "the collectives go through MPI, staged in host memory");
+  }
+  if (o_.device == "cuda" && comm_.worldSize() > 1 && gpuPerRank) {
     auto *gpu = static_cast<cuda::CudaDevice *>(device_.get());
     StatusOr<std::unique_ptr<device::NcclCommunicator>> nccl =
         device::NcclCommunicator::create(comm_, gpu->index());
