@@ -158,6 +158,11 @@ public:
   virtual StatusOr<std::unique_ptr<Arena>> allocateArena(size_t bytes) = 0;
   virtual StatusOr<std::unique_ptr<Stream>> createStream() = 0;
   virtual StatusOr<std::unique_ptr<Event>> createEvent() = 0;
+  /// An event that also notes when the stream reached it (elapsedSeconds).
+  virtual StatusOr<std::unique_ptr<Event>> createTimingEvent() = 0;
+  /// Seconds between two recorded timing events of one stream; waits for
+  /// `end` to complete.
+  virtual StatusOr<double> elapsedSeconds(Event &start, Event &end) = 0;
   /// Synchronous copies between host memory and device memory.
   virtual Status copyToDevice(std::byte *dst, const void *src,
                               size_t bytes) = 0;

@@ -390,6 +390,7 @@ Status Executor::run(RunMode &mode) {
   const fb::Program &prog = program_.program();
   const auto *instructions = prog.instructions();
   ++runsDone_;
+  expertEventsUsed_ = 0;
   for (size_t i = 0; i < mode.end; ++i) {
     const fb::Instruction &instruction = *instructions->Get(i);
     // Waits name the all-reduce they wait for, not instruction i.
@@ -418,7 +419,32 @@ Status Executor::run(RunMode &mode) {
     }
   }
   FLEXMOE_RETURN_IF_ERROR(waitForAllReduces());
-  return stream_->synchronize();
+  FLEXMOE_RETURN_IF_ERROR(stream_->synchronize());
+  for (size_t i = 0; i < expertEventsUsed_; ++i) {
+    StatusOr<double> seconds = device_.elapsedSeconds(*expertEvents_[i].first,
+                                                      *expertEvents_[i].second);
+    if (!seconds)
+      return seconds.status();
+    timings_.expertSeconds += *seconds;
+  }
+  expertEventsUsed_ = 0;
+  return Status::ok();
+}
+
+StatusOr<std::pair<device::Event *, device::Event *>>
+Executor::nextExpertEvents() {
+  if (expertEventsUsed_ == expertEvents_.size()) {
+    StatusOr<std::unique_ptr<device::Event>> start =
+        device_.createTimingEvent();
+    if (!start)
+      return start.status();
+    StatusOr<std::unique_ptr<device::Event>> end = device_.createTimingEvent();
+    if (!end)
+      return end.status();
+    expertEvents_.emplace_back(std::move(*start), std::move(*end));
+  }
+  auto &pair = expertEvents_[expertEventsUsed_++];
+  return std::make_pair(pair.first.get(), pair.second.get());
 }
 
 Status Executor::accumulateGradients(RunMode &mode) {
@@ -570,17 +596,24 @@ Status Executor::runInstruction(const fb::Instruction &instruction,
   }
   case fb::OpCode::Experts:
   case fb::OpCode::ExpertsGrad: {
-    // The CPU stream runs a launch to completion, so this is the kernel's
-    // time; an asynchronous stream is drained around it so that the cost
-    // model gets the kernel's time, not the launch's.
-    bool async = !device_.hostAccessible();
-    if (async)
-      FLEXMOE_RETURN_IF_ERROR(stream_->synchronize());
-    Clock::time_point start = Clock::now();
-    Status status = stream_->launch(call);
-    if (async && status.isOk())
-      status = stream_->synchronize();
-    timings_.expertSeconds += secondsSince(start);
+    // The CPU stream runs a launch to completion, so the host clock times
+    // the kernel; an asynchronous stream's kernel is timed by events, read
+    // at the end of the run (the launch alone would take microseconds).
+    Status status = Status::ok();
+    if (device_.hostAccessible()) {
+      Clock::time_point start = Clock::now();
+      status = stream_->launch(call);
+      timings_.expertSeconds += secondsSince(start);
+    } else {
+      StatusOr<std::pair<device::Event *, device::Event *>> events =
+          nextExpertEvents();
+      if (!events)
+        return events.status();
+      FLEXMOE_RETURN_IF_ERROR(stream_->record(*events->first));
+      status = stream_->launch(call);
+      if (status.isOk())
+        status = stream_->record(*events->second);
+    }
     if (instruction.opcode() == fb::OpCode::Experts) {
       const LayerState &state = layerState_[instruction.moe_layer()];
       if (state.plannedRun == runsDone_)

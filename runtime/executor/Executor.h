@@ -399,6 +399,13 @@ private:
   std::vector<device::CopySegment> segments_;
   std::vector<std::byte> hostSend_, hostRecv_;
   std::vector<float> hostFloats_;
+  /// Timing events around the expert kernels of a run on an asynchronous
+  /// device (StepTimings::expertSeconds), reused from run to run.
+  StatusOr<std::pair<device::Event *, device::Event *>> nextExpertEvents();
+  std::vector<
+      std::pair<std::unique_ptr<device::Event>, std::unique_ptr<device::Event>>>
+      expertEvents_;
+  size_t expertEventsUsed_ = 0;
   std::vector<int32_t> hostInts_;
 
   // --- Communication overlap (ExecutorOptions::overlapCommunication) ---

@@ -36,13 +36,20 @@ private:
   size_t size_;
 };
 
-class CpuEvent final : public device::Event {};
+/// Launches run to completion: the time of recording is the stream's.
+class CpuEvent final : public device::Event {
+public:
+  std::chrono::steady_clock::time_point recorded;
+};
 
 /// Kernels run synchronously, so events are complete when recorded.
 class CpuStream final : public device::Stream {
 public:
   Status launch(const KernelCall &call) override { return runCpuKernel(call); }
-  Status record(device::Event &) override { return Status::ok(); }
+  Status record(device::Event &event) override {
+    static_cast<CpuEvent &>(event).recorded = std::chrono::steady_clock::now();
+    return Status::ok();
+  }
   Status wait(device::Event &) override { return Status::ok(); }
   Status synchronize() override { return Status::ok(); }
 
@@ -489,6 +496,13 @@ CpuDevice::allocateArena(size_t bytes) {
 
 StatusOr<std::unique_ptr<device::Stream>> CpuDevice::createStream() {
   return std::unique_ptr<device::Stream>(new CpuStream());
+}
+
+StatusOr<double> CpuDevice::elapsedSeconds(device::Event &start,
+                                           device::Event &end) {
+  return std::chrono::duration<double>(static_cast<CpuEvent &>(end).recorded -
+                                       static_cast<CpuEvent &>(start).recorded)
+      .count();
 }
 
 StatusOr<std::unique_ptr<device::Event>> CpuDevice::createEvent() {

@@ -25,6 +25,11 @@ public:
   StatusOr<std::unique_ptr<device::Arena>> allocateArena(size_t bytes) override;
   StatusOr<std::unique_ptr<device::Stream>> createStream() override;
   StatusOr<std::unique_ptr<device::Event>> createEvent() override;
+  StatusOr<std::unique_ptr<device::Event>> createTimingEvent() override {
+    return createEvent();
+  }
+  StatusOr<double> elapsedSeconds(device::Event &start,
+                                  device::Event &end) override;
   Status copyToDevice(std::byte *dst, const void *src, size_t bytes) override;
   Status copyToHost(void *dst, const std::byte *src, size_t bytes) override;
   Status synchronize() override { return Status::ok(); }

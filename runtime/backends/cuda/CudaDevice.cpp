@@ -302,6 +302,29 @@ StatusOr<std::unique_ptr<device::Event>> CudaDevice::createEvent() {
   return std::unique_ptr<device::Event>(new CudaEvent(event));
 }
 
+StatusOr<std::unique_ptr<device::Event>> CudaDevice::createTimingEvent() {
+  if (Status s = activate(); !s.isOk())
+    return s;
+  cudaEvent_t event = nullptr;
+  if (Status s = cudaStatus(cudaEventCreateWithFlags(&event, cudaEventDefault),
+                            "cudaEventCreateWithFlags (timing)");
+      !s.isOk())
+    return s;
+  return std::unique_ptr<device::Event>(new CudaEvent(event));
+}
+
+StatusOr<double> CudaDevice::elapsedSeconds(device::Event &start,
+                                            device::Event &end) {
+  cudaEvent_t last = static_cast<CudaEvent &>(end).event;
+  FLEXMOE_RETURN_IF_ERROR(
+      cudaStatus(cudaEventSynchronize(last), "cudaEventSynchronize"));
+  float ms = 0;
+  FLEXMOE_RETURN_IF_ERROR(cudaStatus(
+      cudaEventElapsedTime(&ms, static_cast<CudaEvent &>(start).event, last),
+      "cudaEventElapsedTime"));
+  return ms * 1e-3;
+}
+
 Status CudaDevice::copyToDevice(std::byte *dst, const void *src, size_t bytes) {
   // cudaMemcpy does not order against non-blocking streams: finish their
   // work first so that the copy is synchronous with respect to all of it.

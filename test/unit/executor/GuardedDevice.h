@@ -52,6 +52,13 @@ public:
   StatusOr<std::unique_ptr<device::Event>> createEvent() override {
     return cpu_.createEvent();
   }
+  StatusOr<std::unique_ptr<device::Event>> createTimingEvent() override {
+    return cpu_.createTimingEvent();
+  }
+  StatusOr<double> elapsedSeconds(device::Event &start,
+                                  device::Event &end) override {
+    return cpu_.elapsedSeconds(start, end);
+  }
   Status copyToDevice(std::byte *dst, const void *src, size_t bytes) override {
     return inside([&] { return cpu_.copyToDevice(dst, src, bytes); });
   }
