@@ -43,7 +43,7 @@ expectBf16MatchesCpu(const InstructionBytes &instruction,
   std::vector<HostTensor> cpuOut = outputShapes, gpuOut = outputShapes;
   Status cpu = runOnCpu(instruction.get(), inputs, cpuOut);
   EXPECT_TRUE(cpu.isOk()) << "CPU: " << cpu.message();
-  Status gpu = runOnGpuWith(bf16Options(), instruction.get(), inputs, gpuOut);
+  Status gpu = runOnGpu(bf16Options(), instruction.get(), inputs, gpuOut);
   EXPECT_TRUE(gpu.isOk()) << "GPU: " << gpu.message();
   EXPECT_EQ(rel.size(), cpuOut.size());
   if (!cpu.isOk() || !gpu.isOk() || rel.size() != cpuOut.size())

@@ -1,9 +1,8 @@
 //===- Bf16TestUtil.h - helpers of the bf16 GEMM tests ----------*- C++ -*-===//
 //
 // bfloat16 rounding on the host (round to nearest even, as
-// __float2bfloat16_rn), inputs already representable in bf16, and a run of
-// one instruction through a CudaDevice created with given options (the
-// shared runOnGpu of GpuTestUtil.h only takes `deterministic`).
+// __float2bfloat16_rn), inputs already representable in bf16, and the
+// options of a BF16 CudaDevice (for GpuTestUtil.h's runOnGpu).
 //
 //===----------------------------------------------------------------------===//
 #ifndef FLEXMOE_TEST_GPU_BF16TESTUTIL_H
@@ -63,55 +62,6 @@ inline ::testing::AssertionResult
 closeRelativeToRms(const std::vector<float> &expected,
                    const std::vector<float> &actual, double rel) {
   return allClose(expected, actual, rel, rel * rms(expected));
-}
-
-/// runOnGpu through a CudaDevice created with `options` (for example BF16
-/// precision).
-inline Status runOnGpuWith(const cuda::CudaDeviceOptions &options,
-                           const fb::Instruction *instruction,
-                           const std::vector<HostTensor> &inputs,
-                           std::vector<HostTensor> &outputs,
-                           const CallSettings &settings = {}) {
-  StatusOr<std::unique_ptr<cuda::CudaDevice>> device =
-      cuda::CudaDevice::create(options);
-  if (!device)
-    return device.status();
-  std::vector<size_t> offsets;
-  size_t total = 0;
-  const std::vector<HostTensor> *lists[] = {&inputs, &outputs};
-  for (const std::vector<HostTensor> *list : lists)
-    for (const HostTensor &t : *list) {
-      offsets.push_back(total);
-      total += (t.numBytes() + 255) / 256 * 256;
-    }
-  StatusOr<std::unique_ptr<device::Arena>> arena =
-      (*device)->allocateArena(std::max<size_t>(total, 256));
-  if (!arena)
-    return arena.status();
-  std::byte *base = (*arena)->base();
-  device::KernelCall call = makeCall(instruction, settings);
-  size_t index = 0;
-  for (const HostTensor &t : inputs) {
-    std::byte *at = base + offsets[index];
-    FLEXMOE_RETURN_IF_ERROR(
-        (*device)->copyToDevice(at, t.data(), t.numBytes()));
-    call.inputs.push_back(operandOf(t, at, index++));
-  }
-  for (HostTensor &t : outputs) {
-    std::byte *at = base + offsets[index];
-    FLEXMOE_RETURN_IF_ERROR(
-        (*device)->copyToDevice(at, t.data(), t.numBytes()));
-    call.outputs.push_back(operandOf(t, at, index++));
-  }
-  StatusOr<std::unique_ptr<device::Stream>> stream = (*device)->createStream();
-  if (!stream)
-    return stream.status();
-  FLEXMOE_RETURN_IF_ERROR((*stream)->launch(call));
-  FLEXMOE_RETURN_IF_ERROR((*stream)->synchronize());
-  for (size_t o = 0; o < outputs.size(); ++o)
-    FLEXMOE_RETURN_IF_ERROR((*device)->copyToHost(
-        outputs[o].data(), call.outputs[o].data, outputs[o].numBytes()));
-  return Status::ok();
 }
 
 inline cuda::CudaDeviceOptions bf16Options() {

@@ -2,7 +2,8 @@
 //
 // Skips a test where no CUDA device answers, fills inputs with seeded random
 // values (never all zeros), runs one instruction through the CPU backend and
-// the CUDA backend with the same KernelCall, and compares the outputs with a
+// the CUDA backend with the same KernelCall (once on a new device, or one
+// after another on one stream: GpuRunner), and compares the outputs with a
 // relative + absolute tolerance, naming the worst element.
 //
 //===----------------------------------------------------------------------===//
@@ -15,9 +16,11 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -223,59 +226,112 @@ inline Status runOnCpu(const fb::Instruction *instruction,
   return cpu::runCpuKernel(call);
 }
 
-/// Runs the instruction through CudaDevice: uploads into one arena,
-/// launches on a stream, synchronises and downloads `outputs`.
+/// One CudaDevice and one of its streams, running instructions one after
+/// another: what a stream keeps between launches (its cached GEMM plans)
+/// carries over from run to run, as in a training step.
+class GpuRunner {
+public:
+  static StatusOr<GpuRunner> create(const cuda::CudaDeviceOptions &options) {
+    StatusOr<std::unique_ptr<cuda::CudaDevice>> device =
+        cuda::CudaDevice::create(options);
+    if (!device)
+      return device.status();
+    StatusOr<std::unique_ptr<device::Stream>> stream =
+        (*device)->createStream();
+    if (!stream)
+      return stream.status();
+    GpuRunner runner;
+    runner.device_ = std::move(*device);
+    runner.stream_ = std::move(*stream);
+    return runner;
+  }
+
+  /// Uploads inputs and outputs into a fresh arena, launches the
+  /// instruction on the stream, synchronises and downloads `outputs`.
+  /// Operand i (inputs, then outputs) starts `byteShifts[i]` bytes (a
+  /// multiple of 4; missing entries are 0) past where it would: below 256
+  /// to test a less aligned operand, a multiple of 256 to move it alone.
+  Status run(const fb::Instruction *instruction,
+             const std::vector<HostTensor> &inputs,
+             std::vector<HostTensor> &outputs,
+             const CallSettings &settings = {},
+             const std::vector<size_t> &byteShifts = {}) {
+    if (byteShifts.size() > inputs.size() + outputs.size())
+      return Status::error("more byte shifts than operands");
+    for (size_t shift : byteShifts)
+      if (shift % 4 != 0)
+        return Status::error("a byte shift must be a multiple of 4");
+    std::vector<size_t> offsets;
+    size_t total = 0;
+    const std::vector<HostTensor> *lists[] = {&inputs, &outputs};
+    for (const std::vector<HostTensor> *list : lists)
+      for (const HostTensor &t : *list) {
+        const size_t shift =
+            offsets.size() < byteShifts.size() ? byteShifts[offsets.size()] : 0;
+        offsets.push_back(total + shift);
+        total += (shift + t.numBytes() + 255) / 256 * 256;
+      }
+    StatusOr<std::unique_ptr<device::Arena>> arena =
+        device_->allocateArena(std::max<size_t>(total, 256));
+    if (!arena)
+      return arena.status();
+    std::byte *base = (*arena)->base();
+    device::KernelCall call = makeCall(instruction, settings);
+    size_t index = 0;
+    for (const HostTensor &t : inputs) {
+      std::byte *at = base + offsets[index];
+      FLEXMOE_RETURN_IF_ERROR(
+          device_->copyToDevice(at, t.data(), t.numBytes()));
+      call.inputs.push_back(operandOf(t, at, index++));
+    }
+    for (HostTensor &t : outputs) {
+      std::byte *at = base + offsets[index];
+      FLEXMOE_RETURN_IF_ERROR(
+          device_->copyToDevice(at, t.data(), t.numBytes()));
+      call.outputs.push_back(operandOf(t, at, index++));
+    }
+    // Synchronise even after a failed launch: the arena is freed on return
+    // and part of the work may be enqueued.
+    Status launched = stream_->launch(call);
+    Status synchronized = stream_->synchronize();
+    FLEXMOE_RETURN_IF_ERROR(launched);
+    FLEXMOE_RETURN_IF_ERROR(synchronized);
+    for (size_t o = 0; o < outputs.size(); ++o)
+      FLEXMOE_RETURN_IF_ERROR(device_->copyToHost(
+          outputs[o].data(), call.outputs[o].data, outputs[o].numBytes()));
+    return Status::ok();
+  }
+
+private:
+  GpuRunner() = default;
+
+  std::unique_ptr<cuda::CudaDevice> device_;
+  /// Declared after the device: destroyed (synchronised) first.
+  std::unique_ptr<device::Stream> stream_;
+};
+
+/// Runs the instruction once through a CudaDevice created with `options`
+/// (for example BF16 precision) on a new stream.
+inline Status runOnGpu(const cuda::CudaDeviceOptions &options,
+                       const fb::Instruction *instruction,
+                       const std::vector<HostTensor> &inputs,
+                       std::vector<HostTensor> &outputs,
+                       const CallSettings &settings = {}) {
+  StatusOr<GpuRunner> runner = GpuRunner::create(options);
+  if (!runner)
+    return runner.status();
+  return runner->run(instruction, inputs, outputs, settings);
+}
+
+/// The same on device 0, F32, with or without deterministic kernels.
 inline Status runOnGpu(const fb::Instruction *instruction,
                        const std::vector<HostTensor> &inputs,
                        std::vector<HostTensor> &outputs,
                        const CallSettings &settings = {},
                        bool deterministic = true) {
-  StatusOr<std::unique_ptr<cuda::CudaDevice>> device =
-      cuda::CudaDevice::create(0, deterministic);
-  if (!device)
-    return device.status();
-  std::vector<size_t> offsets;
-  size_t total = 0;
-  const std::vector<HostTensor> *lists[] = {&inputs, &outputs};
-  for (const std::vector<HostTensor> *list : lists)
-    for (const HostTensor &t : *list) {
-      offsets.push_back(total);
-      total += (t.numBytes() + 255) / 256 * 256;
-    }
-  StatusOr<std::unique_ptr<device::Arena>> arena =
-      (*device)->allocateArena(std::max<size_t>(total, 256));
-  if (!arena)
-    return arena.status();
-  std::byte *base = (*arena)->base();
-  device::KernelCall call = makeCall(instruction, settings);
-  size_t index = 0;
-  for (const HostTensor &t : inputs) {
-    std::byte *at = base + offsets[index];
-    if (Status s = (*device)->copyToDevice(at, t.data(), t.numBytes());
-        !s.isOk())
-      return s;
-    call.inputs.push_back(operandOf(t, at, index++));
-  }
-  for (HostTensor &t : outputs) {
-    std::byte *at = base + offsets[index];
-    if (Status s = (*device)->copyToDevice(at, t.data(), t.numBytes());
-        !s.isOk())
-      return s;
-    call.outputs.push_back(operandOf(t, at, index++));
-  }
-  StatusOr<std::unique_ptr<device::Stream>> stream = (*device)->createStream();
-  if (!stream)
-    return stream.status();
-  if (Status s = (*stream)->launch(call); !s.isOk())
-    return s;
-  if (Status s = (*stream)->synchronize(); !s.isOk())
-    return s;
-  for (size_t o = 0; o < outputs.size(); ++o)
-    if (Status s = (*device)->copyToHost(
-            outputs[o].data(), call.outputs[o].data, outputs[o].numBytes());
-        !s.isOk())
-      return s;
-  return Status::ok();
+  cuda::CudaDeviceOptions options;
+  options.deterministic = deterministic;
+  return runOnGpu(options, instruction, inputs, outputs, settings);
 }
 
 } // namespace flexmoe::gpu_testing

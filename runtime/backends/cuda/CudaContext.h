@@ -20,8 +20,12 @@
 
 #include <cstddef>
 #include <functional>
+#include <memory>
 
 namespace flexmoe::cuda {
+
+/// cuBLASLt plans by GEMM shape (DenseGemm.cpp).
+struct GemmPlanCache;
 
 /// Everything a launcher may use. Owned by the stream the call runs on.
 struct LaunchContext {
@@ -38,6 +42,12 @@ struct LaunchContext {
   /// BF16: GEMMs (cuBLASLt and the experts' grouped GEMM) round their
   /// operands to bfloat16 and accumulate in fp32 on tensor cores.
   device::MathPrecision precision = device::MathPrecision::F32;
+  /// The cuBLASLt descriptors, layouts and chosen algorithms of the GEMM
+  /// shapes met on this stream, made by the first gemm() that needs them. A
+  /// plan's descriptor gets per-call pointers (the bias) set on it, so a
+  /// cache serves one stream driven by one thread: gemm() replaces one made
+  /// for another stream, handle or workspace size (a copied context).
+  std::shared_ptr<GemmPlanCache> gemmPlans;
 };
 
 /// A Status for a CUDA runtime error ("<what>: <cudaGetErrorString>"), or
