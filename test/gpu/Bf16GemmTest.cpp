@@ -114,24 +114,13 @@ TEST(Bf16Dense, LinearWithAndWithoutBiasAndItsGradient) {
 TEST(Bf16Dense, MatmulTranspositionsAndBatches) {
   FLEXMOE_REQUIRE_GPU();
   const int64_t b = 3, m = 37, k = 45, n = 19;
-  for (bool tl : {false, true})
-    for (bool tr : {false, true})
-      for (bool rhsBatched : {false, true}) {
-        AttrsFn attrs = [=](flatbuffers::FlatBufferBuilder &fbb) {
-          return fb::CreateMatmulAttrs(fbb, tl, tr).Union();
-        };
-        std::vector<int64_t> lhs =
-            tl ? std::vector<int64_t>{b, k, m} : std::vector<int64_t>{b, m, k};
-        std::vector<int64_t> rhs =
-            tr ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n};
-        if (rhsBatched)
-          rhs.insert(rhs.begin(), b);
-        SCOPED_TRACE(testing::Message() << tl << tr << rhsBatched);
-        expectBf16MatchesCpu(
-            InstructionBytes(OpCode::Matmul, OpAttrs::MatmulAttrs, attrs),
-            {bf16Floats(lhs, 32), bf16Floats(rhs, 33)}, {output({b, m, n})},
-            {kExactOperandsRel});
-      }
+  forEachMatmulLayout(
+      b, m, k, n,
+      [&](const InstructionBytes &matmul, const std::vector<int64_t> &lhs,
+          const std::vector<int64_t> &rhs) {
+        expectBf16MatchesCpu(matmul, {bf16Floats(lhs, 32), bf16Floats(rhs, 33)},
+                             {output({b, m, n})}, {kExactOperandsRel});
+      });
 }
 
 namespace {

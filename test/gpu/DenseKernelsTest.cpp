@@ -235,24 +235,13 @@ TEST(CudaDense, LinearWithAndWithoutBias) {
 TEST(CudaDense, MatmulTranspositionsAndBatches) {
   FLEXMOE_REQUIRE_GPU();
   const int64_t b = 3, m = 5, k = 19, n = 7;
-  for (bool tl : {false, true})
-    for (bool tr : {false, true})
-      for (bool rhsBatched : {false, true}) {
-        AttrsFn attrs = [=](flatbuffers::FlatBufferBuilder &fbb) {
-          return fb::CreateMatmulAttrs(fbb, tl, tr).Union();
-        };
-        std::vector<int64_t> lhs =
-            tl ? std::vector<int64_t>{b, k, m} : std::vector<int64_t>{b, m, k};
-        std::vector<int64_t> rhs =
-            tr ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n};
-        if (rhsBatched)
-          rhs.insert(rhs.begin(), b);
-        SCOPED_TRACE(testing::Message() << tl << tr << rhsBatched);
-        expectSameAsCpu(
-            InstructionBytes(OpCode::Matmul, OpAttrs::MatmulAttrs, attrs),
-            {floats(lhs, 32), floats(rhs, 33)}, {output({b, m, n})}, kGemmRtol,
-            kGemmAtol);
-      }
+  forEachMatmulLayout(
+      b, m, k, n,
+      [&](const InstructionBytes &matmul, const std::vector<int64_t> &lhs,
+          const std::vector<int64_t> &rhs) {
+        expectSameAsCpu(matmul, {floats(lhs, 32), floats(rhs, 33)},
+                        {output({b, m, n})}, kGemmRtol, kGemmAtol);
+      });
 }
 
 TEST(CudaDense, AdamWWithScheduleAndGradScale) {

@@ -334,6 +334,34 @@ inline Status runOnGpu(const fb::Instruction *instruction,
   return runOnGpu(options, instruction, inputs, outputs, settings);
 }
 
+/// Calls `body` with each nn.matmul layout of [b, m, k] x [k, n]: either
+/// operand transposed, the rhs shared or batched (a SCOPED_TRACE names it).
+inline void forEachMatmulLayout(
+    int64_t b, int64_t m, int64_t k, int64_t n,
+    const std::function<void(const InstructionBytes &matmul,
+                             const std::vector<int64_t> &lhs,
+                             const std::vector<int64_t> &rhs)> &body) {
+  for (bool tl : {false, true})
+    for (bool tr : {false, true})
+      for (bool rhsBatched : {false, true}) {
+        AttrsFn attrs = [=](flatbuffers::FlatBufferBuilder &fbb) {
+          return fb::CreateMatmulAttrs(fbb, tl, tr).Union();
+        };
+        std::vector<int64_t> lhs =
+            tl ? std::vector<int64_t>{b, k, m} : std::vector<int64_t>{b, m, k};
+        std::vector<int64_t> rhs =
+            tr ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n};
+        if (rhsBatched)
+          rhs.insert(rhs.begin(), b);
+        SCOPED_TRACE(::testing::Message()
+                     << "transpose lhs " << tl << ", rhs " << tr
+                     << ", batched rhs " << rhsBatched);
+        body(InstructionBytes(fb::OpCode::Matmul, fb::OpAttrs::MatmulAttrs,
+                              attrs),
+             lhs, rhs);
+      }
+}
+
 } // namespace flexmoe::gpu_testing
 
 #endif // FLEXMOE_TEST_GPU_GPUTESTUTIL_H
