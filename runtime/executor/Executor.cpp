@@ -754,47 +754,31 @@ Status Executor::runAllToAll(const fb::Instruction &instruction,
       timings_.allToAllBytes +=
           (dispatch ? mine.sendCounts[r] : mine.recvCounts[r]) * rowBytes;
 
-  // Across ranks: pack the rows leaving this rank in rank order, exchange,
-  // unpack what arrived. Dispatch sends its expert groups to slots; combine
-  // sends the slots' results back the same way round.
-  auto viaExchange = [&](auto &&packFrom, auto &&unpackTo) -> Status {
-    int64_t leaving = dispatch ? mine.sendRows : mine.recvRows;
-    int64_t arriving = dispatch ? mine.recvRows : mine.sendRows;
-    StatusOr<std::byte *> space = workspace((leaving + arriving) * rowBytes);
-    if (!space)
-      return space.status();
-    std::byte *outgoing = *space, *incoming = outgoing + leaving * rowBytes;
-    for (const plan::Segment &g : dispatch ? mine.sends : mine.recvs)
-      segments_.push_back({packFrom(g),
-                           at(outgoing, dispatch ? g.sendOffset : g.recvOffset),
-                           g.rows * rowBytes});
-    FLEXMOE_RETURN_IF_ERROR(copy());
-    FLEXMOE_RETURN_IF_ERROR(
-        dispatch ? exchangeRows(outgoing, mine.sendCounts, mine.sendOffsets,
-                                leaving, incoming, mine.recvCounts,
-                                mine.recvOffsets, arriving, rowBytes)
-                 : exchangeRows(outgoing, mine.recvCounts, mine.recvOffsets,
-                                leaving, incoming, mine.sendCounts,
-                                mine.sendOffsets, arriving, rowBytes));
-    for (const plan::Segment &g : dispatch ? mine.recvs : mine.sends)
-      segments_.push_back({at(incoming, dispatch ? g.recvOffset : g.sendOffset),
-                           unpackTo(g), g.rows * rowBytes});
-    return copy();
-  };
-
   segments_.clear();
   if (dispatch) {
-    auto from = [&](const plan::Segment &g) { return grouped(rows.data, g); };
-    auto to = [&](const plan::Segment &g) {
-      return at(out.data, g.slotOffset);
-    };
     if (comm_.worldSize() == 1) {
       // Nothing leaves the device: straight from groups to slots.
       for (const plan::Segment &g : mine.sends)
-        segments_.push_back({from(g), to(g), g.rows * rowBytes});
+        segments_.push_back({grouped(rows.data, g), at(out.data, g.slotOffset),
+                             g.rows * rowBytes});
       FLEXMOE_RETURN_IF_ERROR(copy());
     } else {
-      FLEXMOE_RETURN_IF_ERROR(viaExchange(from, to));
+      StatusOr<std::byte *> space =
+          workspace((mine.sendRows + mine.recvRows) * rowBytes);
+      if (!space)
+        return space.status();
+      std::byte *send = *space, *recv = send + mine.sendRows * rowBytes;
+      for (const plan::Segment &g : mine.sends)
+        segments_.push_back(
+            {grouped(rows.data, g), at(send, g.sendOffset), g.rows * rowBytes});
+      FLEXMOE_RETURN_IF_ERROR(copy());
+      FLEXMOE_RETURN_IF_ERROR(exchangeRows(
+          send, mine.sendCounts, mine.sendOffsets, mine.sendRows, recv,
+          mine.recvCounts, mine.recvOffsets, mine.recvRows, rowBytes));
+      for (const plan::Segment &g : mine.recvs)
+        segments_.push_back({at(recv, g.recvOffset), at(out.data, g.slotOffset),
+                             g.rows * rowBytes});
+      FLEXMOE_RETURN_IF_ERROR(copy());
     }
     FLEXMOE_RETURN_IF_ERROR(
         stream_->zero(at(out.data, mine.recvRows),
@@ -803,18 +787,34 @@ Status Executor::runAllToAll(const fb::Instruction &instruction,
   } else {
     // Rows no segment writes are zero: capacity padding and the tail.
     int64_t zeroFrom = capacity > 0 ? 0 : mine.sendRows;
-    FLEXMOE_RETURN_IF_ERROR(stream_->zero(
-        at(out.data, zeroFrom), (out.shape[0] - zeroFrom) * rowBytes));
-    auto from = [&](const plan::Segment &g) {
-      return at(rows.data, g.slotOffset);
+    auto zeroOut = [&] {
+      return stream_->zero(at(out.data, zeroFrom),
+                           (out.shape[0] - zeroFrom) * rowBytes);
     };
-    auto to = [&](const plan::Segment &g) { return grouped(out.data, g); };
     if (comm_.worldSize() == 1) {
+      FLEXMOE_RETURN_IF_ERROR(zeroOut());
       for (const plan::Segment &g : mine.sends)
-        segments_.push_back({from(g), to(g), g.rows * rowBytes});
+        segments_.push_back({at(rows.data, g.slotOffset), grouped(out.data, g),
+                             g.rows * rowBytes});
       FLEXMOE_RETURN_IF_ERROR(copy());
     } else {
-      FLEXMOE_RETURN_IF_ERROR(viaExchange(from, to));
+      StatusOr<std::byte *> space =
+          workspace((mine.sendRows + mine.recvRows) * rowBytes);
+      if (!space)
+        return space.status();
+      std::byte *back = *space, *there = back + mine.sendRows * rowBytes;
+      for (const plan::Segment &g : mine.recvs)
+        segments_.push_back({at(rows.data, g.slotOffset),
+                             at(there, g.recvOffset), g.rows * rowBytes});
+      FLEXMOE_RETURN_IF_ERROR(copy());
+      FLEXMOE_RETURN_IF_ERROR(exchangeRows(
+          there, mine.recvCounts, mine.recvOffsets, mine.recvRows, back,
+          mine.sendCounts, mine.sendOffsets, mine.sendRows, rowBytes));
+      FLEXMOE_RETURN_IF_ERROR(zeroOut());
+      for (const plan::Segment &g : mine.sends)
+        segments_.push_back(
+            {at(back, g.sendOffset), grouped(out.data, g), g.rows * rowBytes});
+      FLEXMOE_RETURN_IF_ERROR(copy());
     }
     hostInts_.assign(state.localCounts.begin(), state.localCounts.end());
   }
